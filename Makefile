@@ -1,0 +1,50 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each creates .venv and installs
+# what it needs; every version is pinned in pyproject.toml.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# llama-cpp-python has no binary wheel: we build it once with portable CPU flags (the native
+# build segfaults on AMX/AVX-512 CPUs, see docs/setup.md) and keep the wheel here, because pip's
+# own wheel cache ignores CMAKE_ARGS and could hand back a native build.
+WHEELS ?= $(HOME)/.cache/rewatch-kit/wheels
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF
+RUN ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench clean-venv setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) once with portable CPU flags (~5 min)"; \
+	  mkdir -p $(WHEELS); \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel -q --no-deps --no-cache-dir \
+	    -w $(WHEELS) llama-cpp-python==$(LLAMA_VERSION); \
+	fi
+	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python \
+	  "llama-cpp-python[server]==$(LLAMA_VERSION)"
+	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rewatch demo --out $(RUN)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check rewatch tests bench
+	$(BIN)/mypy rewatch
+
+bench: $(STAMP)
+	$(BIN)/rewatch bench all
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,136 @@
+"""The `rewatch` command line: one typer app."""
+
+from __future__ import annotations
+
+import typer
+
+from rewatch.clikit import ConfigOpt, SetOpt, console, get_config, setup_logging
+from rewatch.eval.cli import app as eval_app
+from rewatch.reward.cli import app as reward_app
+from rewatch.synth.cli import app as synth_app
+from rewatch.video.cli import app as video_app
+
+app = typer.Typer(
+    help="rewatch: turn raw videos into evidence-grounded reasoning data (ReWatch-R1), score "
+    "reasoning with the O&R reward, train, and evaluate on the paper's five benchmarks.\n\n"
+    "Example: rewatch demo --out runs/demo",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+config_app = typer.Typer(help="Show and check configuration.\n\nExample: rewatch config show "
+                         "--config vllm --set synth.qa.theta_text=0.3", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(video_app, name="video")
+app.add_typer(synth_app, name="synth")
+app.add_typer(reward_app, name="reward")
+app.add_typer(eval_app, name="eval")
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    setup_logging(verbose)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the fully resolved config as YAML.
+
+    Example: rewatch config show --config vllm --set models.llm.concurrency=64
+    """
+    from rewatch.config import dump_config
+
+    typer.echo(dump_config(get_config(config, set_)))
+
+
+def _reserved(name: str, issue: str) -> None:
+    console.print(f"[yellow]`rewatch {name}` is reserved and not built yet ({issue}).[/yellow]")
+    raise typer.Exit(2)
+
+
+@app.command()
+def demo(
+    out: str = typer.Option("runs/demo", help="Run directory to write."),
+    config: ConfigOpt = "demo",
+    set_: SetOpt = None,
+) -> None:
+    """Run the main job end to end on the embedded default models and the sample videos.
+
+    Example: rewatch demo --out runs/demo
+    """
+    import asyncio
+
+    from rewatch.demo import run_demo
+
+    asyncio.run(run_demo(get_config(config, set_), out))
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(8000, help="Port on 127.0.0.1."),
+    host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
+    n_ctx: int = typer.Option(4096, help="Context window."),
+    model_path: str | None = typer.Option(None, help="GGUF file (default: SmolLM2-135M)."),
+) -> None:
+    """Serve the embedded model as an OpenAI-compatible server (llama.cpp server).
+
+    Example: rewatch serve --port 8000   then   --set models.llm.backend=openai
+    --set models.llm.base_url=http://127.0.0.1:8000/v1
+    """
+    from rewatch.models.serve import serve_embedded
+
+    serve_embedded(host=host, port=port, n_ctx=n_ctx, model_path=model_path)
+
+
+@app.command()
+def export(run: str = typer.Argument(..., help="Run directory.")) -> None:
+    """Export SFT (caption / direct / think) and RL data from a run for TRL, LLaMA-Factory, verl.
+
+    Example: rewatch export runs/demo
+    """
+    _reserved("export", "SFT/RL export")
+
+
+@app.command()
+def train(config: ConfigOpt = None) -> None:
+    """Train with TRL (SFT, GRPO with the O&R reward) on one box, or launch verl on a cluster.
+
+    Example: rewatch train --config demo
+    """
+    _reserved("train", "training recipes")
+
+
+@app.command()
+def view(run: str = typer.Argument(..., help="Run directory.")) -> None:
+    """Write RUN/report.html, a self-contained dataset viewer.
+
+    Example: rewatch view runs/demo
+    """
+    _reserved("view", "issue 9")
+
+
+@app.command()
+def bench(
+    name: str = typer.Argument("all", help="chat | embedded | cache | all"),
+    quick: bool = typer.Option(False, help="Fewer requests (a smoke run)."),
+) -> None:
+    """Run performance benchmarks under bench/ and print ratios measured side by side.
+
+    Example: rewatch bench chat
+    """
+    import runpy
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "bench"
+    names = ["chat", "embedded", "cache"] if name == "all" else [name]
+    for n in names:
+        script = root / f"bench_{n}.py"
+        if not script.exists():
+            console.print(f"[red]no benchmark {n!r} ({script})[/red]")
+            raise typer.Exit(2)
+        sys.argv = [str(script)] + (["--quick"] if quick else [])
+        runpy.run_path(str(script), run_name="__main__")
+
+
+if __name__ == "__main__":
+    app()

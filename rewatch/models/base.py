@@ -1,0 +1,179 @@
+"""The ChatModel protocol and the part every backend shares: cache, schema validation, retries."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel, ValidationError
+
+from rewatch.models.cache import ResponseCache, request_key
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+T = TypeVar("T", bound=BaseModel)
+
+
+class ModelError(RuntimeError):
+    """A model call failed for good (after retries); the message says what to do."""
+
+
+class SchemaError(ModelError):
+    """The reply did not fit the requested schema after every re-ask."""
+
+
+class ContextLengthError(ModelError):
+    """The request does not fit the model's context window (not retried)."""
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Reply:
+    """A model's answer: raw text, the parsed object when a schema was given, token usage."""
+
+    text: str
+    parsed: Any = None
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    cached: bool = False
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    name: str
+    stats: Counter[str]
+
+    async def chat(
+        self,
+        messages: list[Message],
+        *,
+        schema: type[BaseModel] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> Reply: ...
+
+
+def json_schema_of(schema: type[BaseModel]) -> dict[str, Any]:
+    return schema.model_json_schema()
+
+
+def parse_reply(text: str, schema: type[T]) -> T:
+    """Validate a reply against `schema`, tolerating a fenced ```json block around it."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.strip("`")
+        body = body[body.find("{") :] if "{" in body else body
+    start, end = body.find("{"), body.rfind("}")
+    if start > 0 or (end != -1 and end < len(body) - 1):
+        body = body[start : end + 1] if start != -1 and end > start else body
+    return schema.model_validate_json(body)
+
+
+class BaseChatModel:
+    """Shared behaviour: response cache, schema validation with re-ask, counters.
+
+    Backends implement `_complete(messages, schema_json, temperature, max_tokens, seed)`
+    returning `(text, Usage)`; they constrain output to `schema_json` where they can.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        seed: int = 0,
+        schema_retries: int = 2,
+        cache: ResponseCache | None = None,
+    ):
+        self.name = name
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.schema_retries = schema_retries
+        self.cache = cache
+        self.stats: Counter[str] = Counter()
+
+    async def _complete(
+        self,
+        messages: list[Message],
+        schema_json: dict[str, Any] | None,
+        temperature: float,
+        max_tokens: int,
+        seed: int,
+    ) -> tuple[str, Usage]:
+        raise NotImplementedError
+
+    async def chat(
+        self,
+        messages: list[Message],
+        *,
+        schema: type[BaseModel] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> Reply:
+        """Ask the model; with `schema`, return a validated object or raise SchemaError."""
+        temperature = self.temperature if temperature is None else temperature
+        max_tokens = self.max_tokens if max_tokens is None else max_tokens
+        seed = self.seed if seed is None else seed
+        schema_json = json_schema_of(schema) if schema is not None else None
+        key = request_key(self.name, messages, schema_json, temperature, max_tokens, seed)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats["cache_hits"] += 1
+                text, usage = hit
+                parsed = parse_reply(text, schema) if schema is not None else None
+                return Reply(text, parsed, Usage(**usage), self.name, cached=True)
+
+        convo = list(messages)
+        total = Usage()
+        for attempt in range(self.schema_retries + 1):
+            self.stats["calls"] += 1
+            text, usage = await self._complete(convo, schema_json, temperature, max_tokens, seed)
+            total.prompt_tokens += usage.prompt_tokens
+            total.completion_tokens += usage.completion_tokens
+            if schema is None:
+                parsed = None
+                break
+            try:
+                parsed = parse_reply(text, schema)
+                break
+            except (ValidationError, ValueError) as e:
+                self.stats["schema_failures"] += 1
+                log.info("%s: reply does not fit %s (attempt %d): %s", self.name,
+                         schema.__name__, attempt + 1, str(e)[:200])
+                if attempt == self.schema_retries:
+                    raise SchemaError(
+                        f"{self.name}: reply did not fit schema {schema.__name__} after "
+                        f"{attempt + 1} attempts; last reply {text[:200]!r}; error: {str(e)[:300]}"
+                    ) from e
+                self.stats["schema_retries"] += 1
+                convo = [
+                    *messages,
+                    {"role": "assistant", "content": text},
+                    {
+                        "role": "user",
+                        "content": "That reply was not valid. Error: "
+                        + str(e)[:500]
+                        + "\nReply again with only a JSON object that fits this schema: "
+                        + json.dumps(schema_json),
+                    },
+                ]
+        if self.cache is not None:
+            self.cache.put(key, self.name, text, total.__dict__)
+        return Reply(text, parsed, total, self.name)
+
+    async def aclose(self) -> None:
+        """Release resources (HTTP clients, model memory)."""

