@@ -65,3 +65,47 @@ class ErrorRecord(BaseModel):
     error: str  # exception class
     message: str
     time: float
+
+
+class QARecord(Record):
+    """An accepted question (qa.jsonl) with the evidence of every filter it passed."""
+
+    video_id: str
+    question: str
+    answer: str
+    qtype: str
+    evidence: list[str]  # the C_detail lines that support the answer, as "[MM:SS-MM:SS] text"
+    filters: dict[str, object] = Field(default_factory=dict)  # F1/F2/F3 verdicts, probe answers
+
+
+class MCQRecord(Record):
+    """A multiple-choice reformulation of an accepted question (mcq.jsonl)."""
+
+    qa_id: str
+    video_id: str
+    question: str
+    options: dict[str, str]  # letter -> option text, letters A.. in order
+    answer: str  # the correct letter
+    qtype: str
+
+
+class CoTStep(BaseModel):
+    """One ReAct step of the Reasoner (thought + action or final answer) and the observation."""
+
+    thought: str
+    action: str | None = None  # e.g. segment_retrieval("red ball") / segment_query("00:12")
+    observation: str | None = None
+    final_answer: str | None = None
+
+
+class CoTRecord(Record):
+    """A kept re-watching chain of thought (cot.jsonl): the trajectory and the converted text."""
+
+    mcq_id: str
+    video_id: str
+    question: str
+    options: dict[str, str]
+    answer: str
+    trajectory: list[CoTStep]
+    cot: str  # reasoning with <action>/<observation> spans, ending in <answer>X</answer>
+    n_actions: int

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rewatch.config import Config, ModelSpec
 from rewatch.models.base import ChatModel
 from rewatch.models.cache import ResponseCache
 
 
 def build_model(spec: ModelSpec, cache: ResponseCache | None = None) -> ChatModel:
-    """One ChatModel for one config entry; models load lazily on their first call."""
+    """One ChatModel for one config entry; weights load lazily on the first call."""
     common = dict(temperature=spec.temperature, max_tokens=spec.max_tokens, seed=spec.seed,
                   schema_retries=spec.schema_retries, cache=cache)
     if spec.backend == "embedded":
@@ -30,6 +32,31 @@ def build_model(spec: ModelSpec, cache: ResponseCache | None = None) -> ChatMode
     raise ValueError(f"unknown backend {spec.backend!r}")
 
 
-def build_models(cfg: Config, cache: ResponseCache | None = None) -> dict[str, ChatModel]:
-    """Every named model of the config (roles in stage configs refer to these names)."""
-    return {name: build_model(spec, cache) for name, spec in cfg.models.items()}
+class Models:
+    """The config's named models, built on first use (roles in stage configs name them)."""
+
+    def __init__(self, cfg: Config, cache: ResponseCache | None = None):
+        self.cfg = cfg
+        self.cache = cache
+        self._built: dict[str, ChatModel] = {}
+
+    def __getitem__(self, name: str) -> ChatModel:
+        if name not in self._built:
+            if name not in self.cfg.models:
+                raise KeyError(f"no model named {name!r} in config (have {sorted(self.cfg.models)})")
+            self._built[name] = build_model(self.cfg.models[name], self.cache)
+        return self._built[name]
+
+    def stats(self) -> dict[str, Counter[str]]:
+        """Per-model counters: calls, cache_hits, schema_failures, transport_retries, errors."""
+        return {name: m.stats for name, m in self._built.items()}
+
+    async def aclose(self) -> None:
+        for m in self._built.values():
+            close = getattr(m, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def build_models(cfg: Config, cache: ResponseCache | None = None) -> Models:
+    return Models(cfg, cache)
