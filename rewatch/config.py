@@ -164,7 +164,7 @@ class Config(Section):
         roles.update({f"synth.qa.probes[{i}]": p for i, p in enumerate(self.synth.qa.probes)})
         for key, name in roles.items():
             if name not in self.models:
-                raise ValueError(f"{key}: names model {name!r}, but models has {sorted(self.models)}")
+                raise ValueError(f"{key}: names model {name!r}; models has {sorted(self.models)}")
         return self
 
 

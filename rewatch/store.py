@@ -26,7 +26,7 @@ def stable_id(*parts: Any, n: int = 16) -> str:
 
 
 class JsonlFile:
-    """An append-only JSONL file. Each record is one write() + fsync; a torn last line is dropped."""
+    """Append-only JSONL: one write() + fsync per record; a torn last line is dropped."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

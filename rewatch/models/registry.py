@@ -43,7 +43,7 @@ class Models:
     def __getitem__(self, name: str) -> ChatModel:
         if name not in self._built:
             if name not in self.cfg.models:
-                raise KeyError(f"no model named {name!r} in config (have {sorted(self.cfg.models)})")
+                raise KeyError(f"no model named {name!r} (config has {sorted(self.cfg.models)})")
             self._built[name] = build_model(self.cfg.models[name], self.cache)
         return self._built[name]
 
