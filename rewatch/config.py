@@ -30,7 +30,9 @@ class ModelSpec(Section):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)  # transport retries (timeouts, 429, 5xx)
     schema_retries: int = Field(2, ge=0)  # re-asks after a reply that does not fit the schema
-    structured: Literal["auto", "json_schema", "parse"] = "auto"
+    # auto: json_schema response_format, falling back to parse-validate-reask if refused;
+    # json_object: llama.cpp server grammar extension; parse: prompt + validate + re-ask
+    structured: Literal["auto", "json_schema", "json_object", "parse"] = "auto"
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(512, ge=1)
     seed: int = 0

@@ -12,7 +12,7 @@ import openai
 from tenacity import (
     AsyncRetrying,
     RetryError,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_random_exponential,
 )
@@ -30,12 +30,23 @@ RETRYABLE = (
 )
 
 
-def _is_context_error(e: openai.BadRequestError) -> bool:
+# "auto": json_schema (vLLM, SGLang, OpenAI) -> json_object + schema (llama-cpp-python server)
+# -> parse, validate and re-ask (any server).
+FALLBACK = {"json_schema": "json_object", "json_object": "parse"}
+
+
+def _retryable(e: BaseException) -> bool:
+    # A server that rejects response_format answers 400, 422 or even 500 (llama.cpp server):
+    # that is not transient, so it goes to the fallback below instead of the retry loop.
+    return isinstance(e, RETRYABLE) and not _mentions_response_format(e)
+
+
+def _is_context_error(e: openai.APIStatusError) -> bool:
     msg = str(e).lower()
     return "context" in msg and ("length" in msg or "window" in msg or "exceed" in msg)
 
 
-def _mentions_response_format(e: openai.APIStatusError) -> bool:
+def _mentions_response_format(e: BaseException) -> bool:
     msg = str(e).lower()
     return any(w in msg for w in ("response_format", "json_schema", "guided", "grammar"))
 
@@ -63,6 +74,8 @@ class OpenAIChatModel(BaseChatModel):
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.structured = structured
+        # the structured-output mode in use; "auto" starts with json_schema and falls back
+        self.mode = "json_schema" if structured == "auto" else structured
         # The key is read here and handed to the client; it is never logged or stored.
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
@@ -92,32 +105,31 @@ class OpenAIChatModel(BaseChatModel):
             "max_tokens": max_tokens,
             "seed": seed,
         }
-        if schema_json is not None:
-            if self.structured == "parse":
-                params["messages"] = _with_schema_instruction(messages, schema_json)
-            else:
-                params["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": schema_json.get("title", "reply"),
-                                    "schema": schema_json},
-                }
+        mode = self.mode if schema_json is not None else "none"
+        if mode == "parse":
+            params["messages"] = _with_schema_instruction(messages, schema_json or {})
+        elif mode == "json_object":  # llama.cpp server's grammar extension
+            params["response_format"] = {"type": "json_object", "schema": schema_json}
+        elif mode == "json_schema":
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": (schema_json or {}).get("title", "reply"),
+                                "schema": schema_json},
+            }
         try:
             return await self._send(params)
-        except openai.BadRequestError as e:
+        except openai.APIStatusError as e:
             if _is_context_error(e):
                 raise ContextLengthError(
                     f"{self.name}: request exceeds the model's context window; shorten the "
                     f"input (fewer frames or caption lines) or raise max_model_len: {e}"
                 ) from e
-            if "response_format" in params and self.structured == "auto" and (
-                _mentions_response_format(e) or e.status_code == 400
-            ):
-                log.warning("%s: server refused response_format json_schema; falling back to "
-                            "parse-and-validate", self.name)
-                self.structured = "parse"
-                params.pop("response_format")
-                params["messages"] = _with_schema_instruction(messages, schema_json or {})
-                return await self._send(params)
+            refused = _mentions_response_format(e) or e.status_code in (400, 422)
+            if self.structured == "auto" and mode in FALLBACK and refused:
+                self.mode = FALLBACK[mode]
+                log.warning("%s: server refused response_format %s; falling back to %s",
+                            self.name, mode, self.mode)
+                return await self._complete(messages, schema_json, temperature, max_tokens, seed)
             raise ModelError(f"{self.name}: server rejected the request: {e}") from e
 
     async def _send(self, params: dict[str, Any]) -> tuple[str, Usage]:
@@ -126,7 +138,7 @@ class OpenAIChatModel(BaseChatModel):
                 async for attempt in AsyncRetrying(
                     stop=stop_after_attempt(self.max_retries + 1),
                     wait=wait_random_exponential(multiplier=0.25, max=20),
-                    retry=retry_if_exception_type(RETRYABLE),
+                    retry=retry_if_exception(_retryable),
                     reraise=False,
                 ):
                     with attempt:
