@@ -57,7 +57,10 @@ class VideoConfig(Section):
     max_pixels: int = 128 * 28 * 28
     total_pixels: int = 12288 * 28 * 28
     chunk_s: float = 600.0  # long videos are cut into ~10-minute chunks on shot boundaries
-    shot_fps: float = 2.0  # M_seg runs on a low-rate stream
+    # M_seg: PySceneDetect on a downscaled stream (shot_width px wide). shot_fps 0 = every frame;
+    # a low rate mistakes fast motion for cuts (bikes.mp4 at 2 fps: 4 false cuts), see docs/video.md
+    shot_fps: float = 0.0
+    shot_width: int = Field(96, ge=16)
     shot_threshold: float = 27.0
 
 
