@@ -40,7 +40,7 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
         force=True,
     )
-    for noisy in ("httpx", "openai", "urllib3", "sentence_transformers", "filelock"):
+    for noisy in ("httpx", "httpx2", "openai", "urllib3", "sentence_transformers", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

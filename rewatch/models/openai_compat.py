@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 from tenacity import (
     AsyncRetrying,
     RetryError,
@@ -144,7 +145,10 @@ class OpenAIChatModel(BaseChatModel):
                     with attempt:
                         if attempt.retry_state.attempt_number > 1:
                             self.stats["transport_retries"] += 1
-                        resp = await self._client.chat.completions.create(**params)
+                        # the client's generic post: same errors and transport, without the
+                        # SDK's per-call TypedDict transform (~0.7 ms a request)
+                        resp = await self._client.post("/chat/completions", body=params,
+                                                       cast_to=ChatCompletion)
             except RetryError as e:
                 self.stats["errors"] += 1
                 cause = e.last_attempt.exception()

@@ -128,6 +128,8 @@ class ScriptedTestServer:
         ])
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # accepted connections inherit this: without it Nagle + delayed ACK add ~40 ms a reply
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", lifespan="off", backlog=2048)
@@ -153,3 +155,26 @@ class ScriptedTestServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main() -> None:
+    """Run a scripted test server in its own process (benchmarks: keeps it off the client's
+    GIL). Prints `PORT <n>` once listening; stops on SIGTERM."""
+    import argparse
+    import signal
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--reply", default="ok")
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--error-rate", type=float, default=0.0)
+    p.add_argument("--malformed-rate", type=float, default=0.0)
+    a = p.parse_args()
+    srv = ScriptedTestServer(a.reply, latency_s=a.latency, error_rate=a.error_rate,
+                             malformed_rate=a.malformed_rate).start()
+    print(f"PORT {srv.port}", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    srv.stop()
+
+
+if __name__ == "__main__":
+    main()
