@@ -100,12 +100,20 @@ def train(config: ConfigOpt = None) -> None:
 
 
 @app.command()
-def view(run: str = typer.Argument(..., help="Run directory.")) -> None:
-    """Write RUN/report.html, a self-contained dataset viewer.
+def view(
+    run: str = typer.Argument(..., help="Run directory."),
+    thumbnails: bool = typer.Option(True, help="Embed small frame thumbnails."),
+) -> None:
+    """Write RUN/report.html: a self-contained dataset viewer (timeline, captions, questions
+    with filter evidence, chains with actions/observations, audit, rewards). Open it in any
+    browser; no server needed.
 
     Example: rewatch view runs/demo
     """
-    _reserved("view", "issue 9")
+    from rewatch.report.viewer import build_report
+
+    out = build_report(run, thumbnails=thumbnails)
+    console.print(f"report: {out} ({out.stat().st_size / 1024:.0f} KB)")
 
 
 @app.command()
