@@ -82,12 +82,19 @@ def serve(
 
 
 @app.command()
-def export(run: str = typer.Argument(..., help="Run directory.")) -> None:
-    """Export SFT (caption / direct / think) and RL data from a run for TRL, LLaMA-Factory, verl.
+def export(
+    run: str = typer.Argument(..., help="Run directory."),
+    out: str | None = typer.Option(None, help="Output folder (default RUN/export)."),
+) -> None:
+    """Export multi-task SFT data (caption / direct answer / thinking) and RL data from a run:
+    sft.jsonl (TRL messages), sft_llamafactory.json, rl.jsonl (verl fields).
 
     Example: rewatch export runs/demo
     """
-    _reserved("export", "SFT/RL export")
+    from rewatch.data.export import export_run
+
+    counts = export_run(run, out)
+    console.print(" ".join(f"{k}={v}" for k, v in counts.items()))
 
 
 @app.command()
