@@ -18,17 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rewatch.video.stats import NAMED_COLOURS as COLOURS
+
 log = logging.getLogger(__name__)
 
 CACHE_DIR = Path(os.environ.get("REWATCH_CACHE", Path.home() / ".cache" / "rewatch-kit"))
 
-# Named colours (RGB). The tagger names colours from this same table's hues.
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30), "green": (30, 190, 60), "blue": (40, 70, 230),
-    "yellow": (240, 220, 40), "white": (245, 245, 245), "orange": (245, 140, 20),
-    "purple": (140, 50, 190), "black": (10, 10, 10), "gray": (128, 128, 128),
-    "navy": (20, 25, 90), "dark green": (15, 70, 30), "maroon": (100, 20, 30),
-}
 
 
 class SampleNotFound(FileNotFoundError):
