@@ -99,7 +99,11 @@ class CoTConfig(Section):
     converter: str = "llm"
     max_steps: int = 6
     retrieval_top_k: int = 3
-    observer_uses_frames: bool = False
+    observer_uses_frames: bool = False  # the Observer looks at frames through the captioner
+    observer_max_frames: int = Field(8, ge=2)  # frames per span on the pixel path
+    # prose: M_convert writes the reasoning text, actions/observations are copied verbatim
+    # into the template; free: M_convert writes the whole chain (strong models)
+    convert_mode: Literal["prose", "free"] = "prose"
 
 
 class SynthConfig(Section):

@@ -96,6 +96,7 @@ class CoTStep(BaseModel):
     action: str | None = None  # e.g. segment_retrieval("red ball") / segment_query("00:12")
     observation: str | None = None
     final_answer: str | None = None
+    tool_error: str | None = None  # set when the action was malformed (tool-call error rate)
 
 
 class CoTRecord(Record):
