@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # llama-cpp-python has no binary wheel: we build it once with portable CPU flags (the native
-# build segfaults on AMX/AVX-512 CPUs, see docs/setup.md) and keep the wheel here, because pip's
+# build segfaults on AMX/AVX-512 CPUs, see docs/models.md) and keep the wheel here, because pip's
 # own wheel cache ignores CMAKE_ARGS and could hand back a native build.
 WHEELS ?= $(HOME)/.cache/rewatch-kit/wheels
 LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
