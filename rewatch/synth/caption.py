@@ -145,8 +145,10 @@ async def caption_video(path: str | Path, cfg: Config, models: Models, *,
     c = cfg.synth.caption
     captioner, summarizer = models[c.captioner], models[c.summarizer]
     vid = video_id(path)
-    info = info or await asyncio.to_thread(probe, path, cfg.video.root)
-    seg = seg or await asyncio.to_thread(segment, path, cfg.video, info)
+    if info is None:
+        info = await asyncio.to_thread(probe, path, cfg.video.root)
+    if seg is None:
+        seg = await asyncio.to_thread(segment, path, cfg.video, info)
     detail: list[CaptionLine] = []
     clipped = 0
     for t_start, t_end in seg.chunks:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -138,29 +138,25 @@ def decode_indices(path: str | Path, indices: Sequence[int], info: VideoInfo, *,
     container = open_container(path, root)
     got: dict[int, Frame] = {}
     cur = -1
+    want = set(wanted)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO" if strategy == "sequential" else "SLICE"
-        tb = stream.time_base
-        decoder = None
+        decoder: Iterator[tuple[int, float, Any]] | None = None
         last: tuple[int, float, Any] | None = None
         for target in wanted:
-            # Indices come from timestamps (exact for constant-frame-rate video).
             far = (target - cur) / info.fps > kf
             if decoder is None or (strategy == "seek" and far):
                 if target > 0:
-                    container.seek(int((info.start_time + target / info.fps) / tb),
+                    container.seek(int((info.start_time + target / info.fps) / stream.time_base),
                                    stream=stream, backward=True)
-                decoder = container.decode(stream)
+                decoder = _decoded(container, stream, info, want)
             hit = None
-            for frame in decoder:
-                if frame.pts is None:
-                    continue
-                t = float(frame.pts * tb) - info.start_time
-                cur = round(t * info.fps)
-                last = (cur, t, frame)
+            for item in decoder:
+                cur = item[0]
+                last = item
                 if cur >= target:
-                    hit = last
+                    hit = item
                     break
             if hit is None:
                 # containers often promise a frame or two more than they hold
@@ -174,6 +170,30 @@ def decode_indices(path: str | Path, indices: Sequence[int], info: VideoInfo, *,
     finally:
         container.close()
     return [got[i] for i in indices]
+
+
+def _decoded(container: Any, stream: Any, info: VideoInfo,
+             want: set[int]) -> Iterator[tuple[int, float, Any]]:
+    """Decoded frames as (index, seconds, frame) from the container's current position.
+
+    Non-reference frames that are not wanted are never decoded (`skip_frame`, set per packet
+    from its timestamp): nothing depends on them, so the wanted frames' pixels are unchanged.
+    Indices come from timestamps (exact for constant-frame-rate video).
+    """
+    cc = stream.codec_context
+    tb = stream.time_base
+    t0 = info.start_time
+    for packet in container.demux(stream):
+        if packet.pts is not None and packet.size:
+            index = round((float(packet.pts * tb) - t0) * info.fps)
+            cc.skip_frame = "DEFAULT" if index in want else "NONREF"
+        else:
+            cc.skip_frame = "DEFAULT"
+        for frame in cc.decode(packet):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * tb) - t0
+            yield round(t * info.fps), t, frame
 
 
 def _to_image(frame: Any, size: tuple[int, int] | None) -> Image.Image:

@@ -82,7 +82,7 @@ def motion(prev: np.ndarray, cur: np.ndarray, dt: float) -> tuple[float, float, 
     b = cv2.cvtColor(cur, cv2.COLOR_RGB2GRAY)
     if a.shape != b.shape:
         return 0.0, 0.0, None
-    flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0)
+    flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0)  # type: ignore
     mag = np.linalg.norm(flow, axis=-1)
     moving = mag > 0.5
     share = float(moving.mean())
