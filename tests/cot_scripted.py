@@ -1,0 +1,118 @@
+"""Scripted agents for Stage 3 tests, served by the loopback ScriptedTestServer (not models).
+
+The scripted Reasoner is a policy that reads its own history: it searches, queries the first
+timestamp it was shown, then answers with the option its observations name (so a wrong answer
+stays possible when the evidence does not name one). The Observer echoes the caption lines it is
+given; the converter writes plain connecting sentences.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cot_truth import caption_from_truth, mcqs_from_truth
+
+from rewatch.config import Config, ModelSpec
+from rewatch.models import Models
+from rewatch.models.cache import ResponseCache
+from rewatch.samples import GroundTruth
+from rewatch.store import RunDir
+
+Policy = Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
+def step(thought: str, action: str, argument: str) -> dict[str, Any]:
+    return {"thought": thought, "action": action, "argument": argument}
+
+
+def observations(messages: list[dict[str, Any]]) -> str:
+    return " ".join(m["content"] for m in messages[2:] if m["role"] == "user")
+
+
+def options_of(messages: list[dict[str, Any]]) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Z])\. (.+)$", messages[1]["content"], re.M))
+
+
+def evidence_reasoner(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Search with the question, look at the first timestamp seen, answer from the evidence."""
+    n = sum(1 for m in messages if m["role"] == "assistant")
+    question = re.search(r"Question: (.+)", messages[1]["content"]).group(1)
+    if n == 0:
+        return step("I should find this moment.", "segment_retrieval", question[:80])
+    if n == 1:
+        stamps = re.findall(r"\d{2}:\d{2}", observations(messages))
+        return step("Let me look closer.", "segment_query", stamps[0] if stamps else "00:00")
+    seen = observations(messages).lower()
+    named = [k for k, v in options_of(messages).items() if re.search(rf"\b{v.lower()}\b", seen)]
+    return step("The evidence decides it.", "final_answer", named[0] if named else "A")
+
+
+def echo_observer(content: str) -> dict[str, Any]:
+    block = content.split("Caption lines:\n", 1)[1].split("\nReply with", 1)[0]
+    lines = re.findall(r"^\[(\d{2}:\d{2}-\d{2}:\d{2})\] (.+)$", block, re.M)
+    text = " ".join(t for _, t in lines)
+    return {"observation": text[:300].rsplit(" ", 1)[0] if len(text) > 300 else text,
+            "timestamps": [s for s, _ in lines][:4]}
+
+
+def plain_converter(content: str) -> dict[str, Any]:
+    n = int(re.search(r"\((\d+) in all", content).group(1))
+    return {"steps": ["I re-watch this part to check it."] * n,
+            "conclusion": "The observations settle the question."}
+
+
+class Agents:
+    """A responder for ScriptedTestServer that dispatches on the prompt of each role."""
+
+    def __init__(self, reasoner: Policy = evidence_reasoner,
+                 observer: Callable[[str], dict[str, Any]] = echo_observer,
+                 converter: Callable[[str], dict[str, Any]] = plain_converter):
+        self.reasoner, self.observer, self.converter = reasoner, observer, converter
+        self.calls = {"reasoner": 0, "observer": 0, "converter": 0}
+        self.fail = False  # when set, every request fails (a server outage)
+        self.failures = 0
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        if self.fail:
+            self.failures += 1
+            raise RuntimeError("scripted outage")
+        msgs = body["messages"]
+        first = msgs[0]["content"]
+        if first.startswith("You are the Reasoner"):
+            self.calls["reasoner"] += 1
+            out: Any = self.reasoner(msgs)
+        elif first.startswith("You are the Observer"):
+            self.calls["observer"] += 1
+            out = self.observer(first)
+        elif first.startswith("You are M_convert"):
+            self.calls["converter"] += 1
+            out = self.converter(first)
+        else:
+            raise AssertionError(f"unexpected prompt {first[:60]!r}")
+        return out if isinstance(out, str) else json.dumps(out)
+
+
+def scripted_config(base_url: str, **cot: Any) -> Config:
+    cfg = Config()
+    cfg.models["llm"] = ModelSpec(backend="openai", base_url=base_url, model="scripted",
+                                  max_retries=0, schema_retries=1)
+    for k, v in cot.items():
+        setattr(cfg.synth.cot, k, v)
+    return cfg
+
+
+def make_run(root: Path, truth: GroundTruth, n: int | None = None) -> RunDir:
+    """A run directory holding the ground-truth caption and MCQs of a synthetic video."""
+    run = RunDir(root)
+    run.file("captions.jsonl").append(caption_from_truth(truth))
+    for m in mcqs_from_truth(truth)[:n]:
+        run.file("mcq.jsonl").append(m)
+    return run
+
+
+def models_for(cfg: Config, run: RunDir) -> Models:
+    return Models(cfg, ResponseCache(run.cache_path))

@@ -1,0 +1,205 @@
+"""The Reasoner/Observer loop, conversion and the stage over a run directory, against scripted
+agents on a loopback server (replies we control: loops, limits, bad replies, outages)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from cot_scripted import (
+    Agents,
+    echo_observer,
+    evidence_reasoner,
+    make_run,
+    models_for,
+    scripted_config,
+    step,
+)
+from cot_truth import SPEC, truth_of
+
+from rewatch.models.scripted_server import ScriptedTestServer
+from rewatch.synth.cot import synthesize_cot
+from rewatch.synth.cot_stats import cot_stats
+from rewatch.synth.cot_validate import check_tags
+
+TRUTH = truth_of(SPEC)
+
+
+async def run_stage(tmp_path, agents: Agents, n: int | None = 1, **cot):
+    run = make_run(tmp_path, TRUTH, n)
+    with ScriptedTestServer(agents) as srv:
+        cfg = scripted_config(srv.base_url, **cot)
+        models = models_for(cfg, run)
+        counts = await synthesize_cot(run, cfg, models)
+        await models.aclose()
+    kept = list(run.file("cot.jsonl").read())
+    rejected = [r for r in run.file("rejected.jsonl").read() if r["stage"] == "cot"]
+    return counts, kept, rejected
+
+
+async def test_evidence_chain_is_kept_with_its_trajectory(tmp_path):
+    agents = Agents()
+    counts, kept, rejected = await run_stage(tmp_path, agents, n=2)
+    assert counts["kept"] == 2 and not rejected, rejected
+    rec = next(r for r in kept if r["mcq_id"] == "vid-colour-0")  # the circle at 00:01: red
+    assert rec["n_actions"] == 2 and len(rec["trajectory"]) == 3
+    first, second, final = rec["trajectory"]
+    assert first["action"].startswith('segment_retrieval("What colour')
+    stamp = second["action"].split('"')[1]
+    assert f"{stamp}-" in first["observation"]  # it queried a moment the retrieval returned
+    assert "red circle" in first["observation"] + second["observation"]
+    assert final["final_answer"] == rec["answer"] == "B"
+    cot = rec["cot"]
+    assert check_tags(cot) is None and cot.endswith(f"<answer>{rec['answer']}</answer>")
+    assert cot.count("<action>") == 2
+    assert f"<observation>{second['observation']}</observation>" in cot
+    assert agents.calls == {"reasoner": 6, "observer": 4, "converter": 2}
+
+
+async def test_repeated_action_ends_the_trajectory(tmp_path):
+    agents = Agents(reasoner=lambda m: step("again", "segment_query", "00:01"))
+    counts, kept, rejected = await run_stage(tmp_path, agents)
+    assert not kept and rejected[0]["reason"] == "repeated_action"
+    assert "step 2 repeats step 1" in rejected[0]["detail"]
+    assert agents.calls["reasoner"] == 2 and agents.calls["converter"] == 0
+
+
+async def test_step_limit_ends_the_trajectory(tmp_path):
+    def wander(messages):
+        n = sum(1 for m in messages if m["role"] == "assistant")
+        return step("keep looking", "segment_query", f"00:{n:02d}")
+
+    agents = Agents(reasoner=wander)
+    counts, kept, rejected = await run_stage(tmp_path, agents, max_steps=3)
+    assert rejected[0]["reason"] == "step_limit" and len(rejected[0]["trajectory"]) == 3
+    assert agents.calls["reasoner"] == 3
+
+
+async def test_invalid_reasoner_replies_end_the_trajectory(tmp_path):
+    agents = Agents(reasoner=lambda m: "I think the answer is B")
+    counts, kept, rejected = await run_stage(tmp_path, agents)
+    assert rejected[0]["reason"] == "invalid_reasoner_reply"
+    assert agents.calls["reasoner"] == 2  # asked, re-asked once (schema_retries=1), given up
+
+
+async def test_answer_that_is_no_option_is_rejected(tmp_path):
+    agents = Agents(reasoner=lambda m: step("sure", "final_answer", "Z"))
+    _, _, rejected = await run_stage(tmp_path, agents)
+    assert rejected[0]["reason"] == "invalid_final_answer"
+
+
+async def test_answer_without_rewatching_is_rejected(tmp_path):
+    agents = Agents(reasoner=lambda m: step("I know it", "final_answer", "B"))
+    _, _, rejected = await run_stage(tmp_path, agents)
+    assert rejected[0]["reason"] == "answer_without_evidence"
+
+
+async def test_observer_inventing_content_ends_the_trajectory(tmp_path):
+    def liar(content):
+        out = echo_observer(content)
+        out["observation"] = out["observation"][:100].rsplit(" ", 1)[0] + " a blue elephant"
+        return out
+
+    agents = Agents(observer=liar)
+    _, kept, rejected = await run_stage(tmp_path, agents)
+    assert not kept and rejected[0]["reason"] == "observer_unsupported"
+    assert "blue" in rejected[0]["detail"] and "elephant" in rejected[0]["detail"]
+
+
+async def test_observer_quoting_a_line_it_did_not_see_is_caught(tmp_path):
+    def misquote(content):
+        out = echo_observer(content)
+        seen = {int(t[3:5]) for t in out["timestamps"]} | {int(t[9:11]) - 1
+                                                             for t in out["timestamps"]}
+        unseen = min(set(range(12)) - seen - {x + 1 for x in seen} - {x - 1 for x in seen})
+        return {**out, "timestamps": [f"00:{unseen:02d}"]}
+
+    _, _, rejected = await run_stage(tmp_path, Agents(observer=misquote))
+    assert rejected[0]["reason"] == "observer_unsupported"
+
+
+async def test_wrong_final_answer_is_rejected_before_conversion(tmp_path):
+    def contrarian(messages):
+        out = evidence_reasoner(messages)
+        if out["action"] == "final_answer":
+            letters = sorted(set("ABCD") - {out["argument"]})
+            out["argument"] = letters[0]
+        return out
+
+    agents = Agents(reasoner=contrarian)
+    _, kept, rejected = await run_stage(tmp_path, agents)
+    assert rejected[0]["reason"] == "wrong_answer" and agents.calls["converter"] == 0
+
+
+async def test_malformed_tool_calls_are_observations_and_counted(tmp_path):
+    def clumsy(messages):
+        n = sum(1 for m in messages if m["role"] == "assistant")
+        if n == 0:
+            return step("look at noon", "segment_query", "noon")
+        return evidence_reasoner([*messages[:2], *messages[4:]]) if n < 3 else \
+            evidence_reasoner([m for i, m in enumerate(messages) if i not in (2, 3)])
+
+    agents = Agents(reasoner=clumsy)
+    _, kept, rejected = await run_stage(tmp_path, agents)
+    traj = (kept or rejected)[0]["trajectory"]
+    assert traj[0]["tool_error"] and traj[0]["observation"].startswith("Tool error: cannot read")
+    assert kept, rejected  # it recovered: the chain keeps only the steps with evidence
+    assert "noon" not in kept[0]["cot"] and kept[0]["n_actions"] == 3
+    stats = cot_stats(tmp_path)
+    assert stats["tool_calls"] == 3 and stats["tool_errors"] == 1
+    assert stats["tool_error_rate"] == pytest.approx(1 / 3, abs=1e-3)
+
+
+async def test_question_with_no_caption_evidence_is_rejected(tmp_path):
+    def lost(messages):
+        n = sum(1 for m in messages if m["role"] == "assistant")
+        return step("far away", "segment_query", "59:00") if n == 0 else \
+            step("guess", "final_answer", "B")
+
+    _, _, rejected = await run_stage(tmp_path, Agents(reasoner=lost))
+    assert rejected[0]["reason"] == "no_caption_evidence"
+
+
+async def test_converter_adding_a_fact_is_rejected(tmp_path):
+    def embellish(content):
+        n = int(re.search(r"\((\d+) in all", content).group(1))
+        return {"steps": ["I check this part."] * n,
+                "conclusion": "I counted 7 circles in all, which settles it."}
+
+    _, kept, rejected = await run_stage(tmp_path, Agents(converter=embellish))
+    assert not kept and rejected[0]["reason"] == "prose_adds_facts"
+    assert "7" in rejected[0]["detail"] and rejected[0]["cot"]
+
+
+async def test_resume_after_an_outage_repeats_no_model_call(tmp_path):
+    agents = Agents()
+    run = make_run(tmp_path, TRUTH, n=4)
+    with ScriptedTestServer(agents) as srv:
+        cfg = scripted_config(srv.base_url)
+        real = agents.reasoner
+        calls = {"n": 0}
+
+        def flaky(messages):  # the server goes down after 7 reasoner calls, mid-trajectory
+            calls["n"] += 1
+            if calls["n"] > 7:
+                agents.fail = True
+            return real(messages)
+
+        agents.reasoner = flaky
+        cfg.synth.concurrency = 1
+        first = await synthesize_cot(run, cfg, models_for(cfg, run))
+        assert first["errors"] >= 1 and first["kept"] >= 1
+        errors = [json.loads(x) for x in (tmp_path / "errors.jsonl").read_text().splitlines()]
+        assert errors[0]["stage"] == "cot"
+        failed = agents.failures
+        agents.fail, agents.reasoner = False, real
+        second = await synthesize_cot(run, cfg, models_for(cfg, run))
+        assert second["skipped"] == first["kept"] + first["rejected"]
+        assert second["kept"] + second["rejected"] == first["errors"]
+        repeated = {k: v for k, v in srv.by_messages.items() if v > 1}
+        # only the requests that failed were asked again, and each only once more
+        assert len(repeated) == failed and set(repeated.values()) == {2}
+        before = len(srv.requests)
+        third = await synthesize_cot(run, cfg, models_for(cfg, run))
+        assert third["skipped"] == 4 and len(srv.requests) == before
