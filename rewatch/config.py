@@ -58,7 +58,7 @@ class VideoConfig(Section):
     total_pixels: int = 12288 * 28 * 28
     chunk_s: float = 600.0  # long videos are cut into ~10-minute chunks on shot boundaries
     # M_seg: PySceneDetect on a downscaled stream (shot_width px wide). shot_fps 0 = every frame;
-    # a low rate mistakes fast motion for cuts (bikes.mp4 at 2 fps: 4 false cuts), see docs/video.md
+    # a low rate mistakes motion for cuts (bikes.mp4 at 2 fps: 7 cuts for 5, off by <=7 frames)
     shot_fps: float = 0.0
     shot_width: int = Field(96, ge=16)
     shot_threshold: float = 27.0
