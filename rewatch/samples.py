@@ -48,6 +48,32 @@ def gradio_world(cache_dir: Path = CACHE_DIR) -> Path | None:
     return p if p.exists() and p.stat().st_size > 0 else None
 
 
+GRADIO_VERSION = "6.31.0"  # the wheel whose media assets hold world.mp4 (setup time only)
+_GRADIO_MEMBER = "gradio/media_assets/videos/world.mp4"
+
+
+def fetch_gradio_world(cache_dir: Path = CACHE_DIR, version: str = GRADIO_VERSION) -> Path:
+    """Setup only (`make samples`): download the pinned gradio wheel with pip, without its
+    dependencies, and extract `world.mp4` into the cache. Never called at run time."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    dest = cache_dir / "media" / "world.mp4"
+    if gradio_world(cache_dir) is not None:
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", f"gradio=={version}",
+                        "--no-deps", "-d", tmp], check=True)
+        wheel = next(Path(tmp).glob("gradio-*.whl"))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as z, open(dest.with_suffix(".part"), "wb") as out:
+            out.write(z.read(_GRADIO_MEMBER))
+        dest.with_suffix(".part").replace(dest)
+    return dest
+
+
 @dataclass(frozen=True)
 class Shape:
     """A coloured shape on screen from `enter` to `leave` seconds, moving at `velocity` px/s."""
@@ -147,7 +173,8 @@ def render_frame(spec: SyntheticSpec, t: float) -> np.ndarray:
 
 
 def synthetic_video(path: str | Path, spec: SyntheticSpec, *, gop: int = 0) -> GroundTruth:
-    """Write `spec` as an H.264 mp4 (reused if already written) and return its ground truth."""
+    """Write `spec` as an H.264 mp4 and return its ground truth. An existing file at `path` is
+    reused as is: give each spec its own path (`synthetic_path`)."""
     import av
 
     path = Path(path)
@@ -209,6 +236,15 @@ def long_spec(minutes: float = 25.0, cut_times: Sequence[float] = (95, 250, 430,
                          fps=fps, width=64, height=48)
 
 
+def synthetic_path(dest: str | Path, spec: SyntheticSpec) -> Path:
+    """Where a spec's video lives under `dest`: the name carries a hash of the spec, so a changed
+    spec never reuses a stale file."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(spec).encode()).hexdigest()[:8]
+    return Path(dest) / f"{spec.name}-{digest}.mp4"
+
+
 def sample_videos(dest: str | Path | None = None, *, synthetic: bool = True) -> list[Path]:
     """The demo's videos: bikes.mp4, bigbuckbunny.mp4, world.mp4 (when cached) and the two
     synthetic videos (written under `dest`)."""
@@ -220,5 +256,17 @@ def sample_videos(dest: str | Path | None = None, *, synthetic: bool = True) -> 
     else:
         log.info("gradio's world.mp4 is not cached (run `make samples`); going on without it")
     if synthetic:
-        paths += [synthetic_video(dest / f"{s.name}.mp4", s).path for s in SYNTHETIC_SPECS]
+        paths += [synthetic_video(synthetic_path(dest, s), s).path for s in SYNTHETIC_SPECS]
     return paths
+
+
+if __name__ == "__main__":  # python -m rewatch.samples fetch  (what `make samples` runs)
+    import sys
+
+    if sys.argv[1:] == ["fetch"]:
+        print(fetch_gradio_world())
+        for spec in SYNTHETIC_SPECS:
+            print(synthetic_video(synthetic_path(CACHE_DIR / "synthetic", spec), spec).path)
+    else:
+        print("usage: python -m rewatch.samples fetch", file=sys.stderr)
+        sys.exit(2)
