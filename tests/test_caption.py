@@ -146,3 +146,12 @@ async def test_stage1_embedded_end_to_end_and_resume(tmp_path):
     assert all(s["calls"] == 0 for s in again.stats().values())
     assert len(list(run.file("captions.jsonl").read())) == 2
     assert len(list(run.file("videos.jsonl").read())) == 2
+
+
+def test_tidy_summary_removes_loops_not_words():
+    from rewatch.synth.caption import tidy_summary
+
+    looped = "A red circle moves. A red circle moves. A red circle moves. A red ci"
+    assert tidy_summary(looped) == "A red circle moves."
+    assert tidy_summary("First. Second!") == "First. Second!"
+    assert tidy_summary("an unfinished only sentence") == "an unfinished only sentence"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,8 +135,21 @@ async def summarize(detail: list[CaptionLine], summarizer: ChatModel) -> str:
         prompt = load_prompt("summary.md").format(detail="\n".join(g) or "(no caption lines)")
         reply = await summarizer.chat([{"role": "user", "content": prompt}], schema=Summary,
                                       max_tokens=200)
-        parts.append(reply.parsed.summary.strip())
-    return " ".join(parts)
+        parts.append(tidy_summary(reply.parsed.summary))
+    return " ".join(p for p in parts if p)
+
+
+def tidy_summary(text: str) -> str:
+    """Drop repeated sentences and a trailing fragment cut off by the length limit (small models
+    loop until the schema's max_length); the words themselves are the model's."""
+    sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text.strip()) if x.strip()]
+    kept: list[str] = []
+    for x in sentences:
+        if x not in kept:
+            kept.append(x)
+    if len(kept) > 1 and not kept[-1].endswith((".", "!", "?")):
+        kept.pop()
+    return " ".join(kept)
 
 
 async def caption_video(path: str | Path, cfg: Config, models: Models, *,
