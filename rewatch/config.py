@@ -98,6 +98,7 @@ class CoTConfig(Section):
     observer: str = "llm"
     converter: str = "llm"
     max_steps: int = 6
+    min_actions: int = Field(1, ge=0)  # the Reasoner may answer only after this many actions
     retrieval_top_k: int = 3
     observer_uses_frames: bool = False  # the Observer looks at frames through the captioner
     observer_max_frames: int = Field(8, ge=2)  # frames per span on the pixel path

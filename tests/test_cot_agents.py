@@ -85,14 +85,33 @@ async def test_invalid_reasoner_replies_end_the_trajectory(tmp_path):
 
 async def test_answer_that_is_no_option_is_rejected(tmp_path):
     agents = Agents(reasoner=lambda m: step("sure", "final_answer", "Z"))
-    _, _, rejected = await run_stage(tmp_path, agents)
+    _, _, rejected = await run_stage(tmp_path, agents, min_actions=0)
     assert rejected[0]["reason"] == "invalid_final_answer"
+    assert rejected[0]["trajectory"][-1]["final_answer"] == "Z"
 
 
 async def test_answer_without_rewatching_is_rejected(tmp_path):
     agents = Agents(reasoner=lambda m: step("I know it", "final_answer", "B"))
-    _, _, rejected = await run_stage(tmp_path, agents)
+    _, _, rejected = await run_stage(tmp_path, agents, min_actions=0)
     assert rejected[0]["reason"] == "answer_without_evidence"
+
+
+async def test_the_first_step_cannot_answer_by_schema(tmp_path):
+    seen = []
+
+    def record(messages):
+        seen.append(len(messages))
+        return step("I know it", "final_answer", "B")
+
+    agents = Agents(reasoner=record)
+    run = make_run(tmp_path, TRUTH, 1)
+    with ScriptedTestServer(agents) as srv:
+        cfg = scripted_config(srv.base_url)
+        await synthesize_cot(run, cfg, models_for(cfg, run))
+        schema = srv.requests[0]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["action"]["enum"] == ["segment_retrieval", "segment_query"]
+    rejected = list(run.file("rejected.jsonl").read())
+    assert rejected[0]["reason"] == "invalid_reasoner_reply"
 
 
 async def test_observer_inventing_content_ends_the_trajectory(tmp_path):

@@ -61,6 +61,16 @@ class ReasonerStep(BaseModel):
     argument: str = Field(max_length=80)
 
 
+@cache
+def reasoner_schema(may_answer: bool) -> type[ReasonerStep]:
+    """The Reasoner's reply schema; before its first action it may not answer (a chain must
+    re-watch the video: the grammar enforces it rather than rejecting afterwards)."""
+    if may_answer:
+        return ReasonerStep
+    return create_model("ReasonerAction", __base__=ReasonerStep,
+                        action=(Literal["segment_retrieval", "segment_query"], ...))
+
+
 class Observation(BaseModel):
     """One reply of A_O on the caption path: what is seen and the timestamps it came from."""
 
@@ -75,11 +85,12 @@ class FrameLines(BaseModel):
 
 
 class TrajectoryEnd(Exception):
-    """Ends a trajectory; `reason` is the short code written to rejected.jsonl."""
+    """Ends a trajectory; `reason` is the short code written to rejected.jsonl (`observation`:
+    what the Observer said, when it was the Observer that failed)."""
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "", observation: str | None = None):
         super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
+        self.reason, self.detail, self.observation = reason, detail, observation
 
 
 @dataclass
@@ -106,7 +117,7 @@ def _duration(caption: CaptionRecord) -> float:
 
 
 async def reasoner(model: ChatModel, mcq: MCQRecord, duration: float,
-                   steps: list[CoTStep]) -> ReasonerStep:
+                   steps: list[CoTStep], min_actions: int = 1) -> ReasonerStep:
     """A_R(H_{t-1}): the next thought and action, given the question and the history so far."""
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": prompt("cot_reasoner.md")},
@@ -118,7 +129,8 @@ async def reasoner(model: ChatModel, mcq: MCQRecord, duration: float,
         messages.append({"role": "assistant", "content": json.dumps(
             {"thought": s.thought, "action": tool, "argument": arg}, ensure_ascii=False)})
         messages.append({"role": "user", "content": f"Observation: {s.observation}"})
-    reply = await model.chat(messages, schema=ReasonerStep, max_tokens=160)
+    may_answer = sum(1 for s in steps if s.action) >= min_actions
+    reply = await model.chat(messages, schema=reasoner_schema(may_answer), max_tokens=160)
     return reply.parsed
 
 
@@ -144,15 +156,18 @@ async def observer(model: ChatModel, action: str, result: ToolResult) -> str:
     extra = unsupported_words(text, [c.text for c in result.lines], META_WORDS)
     if extra:
         raise TrajectoryEnd("observer_unsupported",
-                            f"{text[:160]!r} says {', '.join(extra[:8])}, not in the caption")
+                            f"{text[:160]!r} says {', '.join(extra[:8])}, not in the caption",
+                            text)
     quoted = []
     for stamp in obs.timestamps:
         try:
             s, e = parse_timestamp(stamp)
         except ArgumentError:
-            raise TrajectoryEnd("observer_unsupported", f"quoted timestamp {stamp!r}") from None
+            raise TrajectoryEnd("observer_unsupported", f"quoted timestamp {stamp!r}",
+                                text) from None
         if not _covered(s, e, result.lines):
-            raise TrajectoryEnd("observer_unsupported", f"quoted {stamp} is not a line it saw")
+            raise TrajectoryEnd("observer_unsupported", f"quoted {stamp} is not a line it saw",
+                                text)
         quoted.append(f"{mmss(s)}-{mmss(e)}" if e > s else mmss(s))
     quoted = quoted or [f"{mmss(s)}-{mmss(e)}" for s, e in result.spans]
     return f"At {', '.join(dict.fromkeys(quoted))}: {text}"
@@ -199,13 +214,15 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
     try:
         for t in range(c.max_steps):
             try:
-                step = await reasoner(models[c.reasoner], mcq, duration, traj.steps)
+                step = await reasoner(models[c.reasoner], mcq, duration, traj.steps,
+                                      c.min_actions)
             except SchemaError as e:
                 raise TrajectoryEnd("invalid_reasoner_reply", str(e)[:300]) from None
             thought = " ".join(step.thought.split())
             if step.action == "final_answer":
                 letter = answer_letter(step.argument)
                 if letter not in mcq.options:
+                    traj.steps.append(CoTStep(thought=thought, final_answer=step.argument))
                     raise TrajectoryEnd("invalid_final_answer", f"{step.argument!r} is no option")
                 traj.steps.append(CoTStep(thought=thought, final_answer=letter))
                 traj.answer = letter
@@ -231,6 +248,10 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                     obs = await observer(models[c.observer], action, result)
                 except SchemaError as e:
                     raise TrajectoryEnd("invalid_observer_reply", str(e)[:300]) from None
+                except TrajectoryEnd as end:  # keep the step that failed, for the audit
+                    traj.steps.append(CoTStep(thought=thought, action=action,
+                                              observation=end.observation))
+                    raise
             if result.ok and result.lines:
                 traj.evidence_steps += 1
             traj.steps.append(CoTStep(thought=thought, action=action, observation=obs,
@@ -324,12 +345,23 @@ async def synthesize_one(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                      n_actions=traj.n_actions), None
 
 
+def _advance(progress: Any, total: int) -> Callable[[], None]:
+    """A tick function for a rich Progress (a task is added), a callable(n), or nothing."""
+    if progress is None:
+        return lambda: None
+    if hasattr(progress, "add_task"):
+        task = progress.add_task("stage 3 cot", total=total)
+        return lambda: progress.advance(task)
+    return lambda: progress(1)
+
+
 async def synthesize_cot(run: RunDir, cfg: Config, models: Models,
-                         progress: Callable[[int], None] | None = None) -> dict[str, int]:
+                         progress: Any = None) -> dict[str, int]:
     """Stage 3 over a run directory: captions.jsonl + mcq.jsonl -> cot.jsonl and rejections.
 
     Resumable: chains already kept or rejected are skipped, and the response cache replays the
     model calls of a chain that was cut off, so a rerun asks no model anything twice.
+    `progress` is a rich Progress (as `rewatch synth` passes) or a callable taking a count.
     """
     captions = {r["video_id"]: CaptionRecord.model_validate(r)
                 for r in run.file("captions.jsonl").read()}
@@ -338,6 +370,7 @@ async def synthesize_cot(run: RunDir, cfg: Config, models: Models,
     counts = {"total": len(mcqs), "kept": 0, "rejected": 0, "skipped": 0, "errors": 0}
     done = kept_file.ids() | rejected_file.ids()
     sem = asyncio.Semaphore(max(1, cfg.synth.concurrency))
+    tick = _advance(progress, len(mcqs))
 
     async def one(mcq: MCQRecord) -> None:
         rid = cot_id(mcq, cfg)
@@ -371,8 +404,7 @@ async def synthesize_cot(run: RunDir, cfg: Config, models: Models,
             run.record_error(STAGE, rid, e)
             counts["errors"] += 1
         finally:
-            if progress is not None:
-                progress(1)
+            tick()
 
     await asyncio.gather(*(one(m) for m in mcqs))
     log.info("cot: %s", counts)
