@@ -130,6 +130,18 @@ class EvalConfig(Section):
     concurrency: int = 8
     temperature: float = 0.0
     max_tokens: int = 2048
+    # auto: ReWatch prompts, Video-Holmes' official prompt (and temperature 0.1) in think mode;
+    # rewatch: ReWatch prompts everywhere; official: the benchmark's own prompt where it has one
+    prompt_style: Literal["auto", "rewatch", "official"] = "auto"
+    judge: str | None = None  # a key of `models`: grades VCR-Bench free-text answers
+    prepare_workers: int = Field(2, ge=1)  # threads decoding/encoding frames (frames mode)
+    prepare_ahead: int = Field(4, ge=1)  # videos whose frames are held ready at once
+    frame_timestamps: bool = True  # a "[MM:SS]" text part before each frame
+    jpeg_quality: int = Field(90, ge=10, le=100)
+    video_url_base: str | None = None  # video_url mode: URL of the videos dir (else file://)
+    video_url_hints: bool = True  # video_url mode: fps/max_frames/pixels keys in the video part
+    caption_max_chars: int = Field(6000, ge=200)  # text_proxy mode: caption budget per question
+    counting_protocol: Literal["long", "ref", "clue"] = "long"  # CG-AV-Counting protocol
 
 
 class TrainConfig(Section):

@@ -1,0 +1,24 @@
+"""The five benchmarks of the paper, one file each; importing this package registers them."""
+
+from rewatch.eval.benchmarks import (  # noqa: F401  (registration by import)
+    cg_av_counting,
+    minerva,
+    vcr_bench,
+    video_holmes,
+    videomathqa,
+)
+from rewatch.eval.benchmarks.base import (
+    REGISTRY,
+    Benchmark,
+    BenchmarkFormatError,
+    BenchScore,
+    EvalItem,
+    UnsafePathError,
+    get_benchmark,
+    names,
+    register,
+    safe_video_path,
+)
+
+__all__ = ["REGISTRY", "BenchScore", "Benchmark", "BenchmarkFormatError", "EvalItem",
+           "UnsafePathError", "get_benchmark", "names", "register", "safe_video_path"]

@@ -1,0 +1,235 @@
+"""What every benchmark shares: the item schema, safe video paths, file loading, scoring tallies.
+
+A benchmark is one file under `rewatch/eval/benchmarks/`: a `Benchmark` subclass decorated with
+`@register` that turns the official rows into `EvalItem`s and scores predictions by the official
+rules. Nothing else in the harness knows a benchmark's field names.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from rewatch.eval.extract import Extraction, extract_choice
+
+Kind = Literal["mcq", "count", "open"]
+LETTERS = "ABCDEFGHIJ"
+
+
+class BenchmarkFormatError(ValueError):
+    """A benchmark file is not in the format its loader expects; the message names the row."""
+
+
+class UnsafePathError(BenchmarkFormatError):
+    """A video path in a benchmark file points outside the videos directory."""
+
+
+class EvalItem(BaseModel):
+    """One question of one benchmark, in the one schema every loader yields."""
+
+    id: str
+    bench: str
+    video: str  # absolute path, checked to lie under the videos directory
+    question: str
+    options: dict[str, str] = Field(default_factory=dict)  # letter -> text; empty for open/count
+    answer: str  # a letter (mcq), an integer as text (count), or free text (open)
+    kind: Kind = "mcq"
+    categories: dict[str, str] = Field(default_factory=dict)  # breakdown key -> value
+    group: str | None = None  # items scored together (VideoMathQA multi-binary)
+    duration: float | None = None  # seconds, when the file states it
+    extra: dict[str, Any] = Field(default_factory=dict)  # e.g. VCR-Bench answer type, clues
+
+
+def safe_video_path(videos: str | Path, rel: str, *, row: str = "") -> Path:
+    """`rel` inside `videos`, resolved (symlinks too); refuses anything that escapes it."""
+    base = Path(videos).expanduser().resolve()
+    if not rel or "\x00" in rel:
+        raise UnsafePathError(f"{row}: empty or invalid video path {rel!r}")
+    p = Path(rel)
+    if p.is_absolute() or p.drive:
+        raise UnsafePathError(f"{row}: absolute video path {rel!r} refused; benchmark files must "
+                              f"name videos relative to --videos {base}")
+    resolved = (base / p).resolve()
+    if not resolved.is_relative_to(base):
+        raise UnsafePathError(f"{row}: video path {rel!r} resolves to {resolved}, outside the "
+                              f"videos directory {base}; refused")
+    return resolved
+
+
+def find_video(videos: str | Path, stem: str, *, row: str = "",
+               exts: tuple[str, ...] = (".mp4", ".MP4", ".mkv", ".webm", ".avi", ".mov")) -> Path:
+    """The file `stem` + the first existing extension (`.mp4` when none exists yet)."""
+    if Path(stem).suffix.lower() in {e.lower() for e in exts}:
+        return safe_video_path(videos, stem, row=row)
+    for ext in exts:
+        p = safe_video_path(videos, stem + ext, row=row)
+        if p.exists():
+            return p
+    return safe_video_path(videos, stem + exts[0], row=row)
+
+
+def load_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a benchmark file: a JSON list (or {"data": [...]}), JSON Lines, or parquet."""
+    p = Path(path)
+    if not p.exists():
+        raise BenchmarkFormatError(f"benchmark file not found: {p}")
+    if p.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq  # optional: only for parquet downloads
+        except ImportError:
+            raise BenchmarkFormatError(f"{p}: reading parquet needs pyarrow (pip install "
+                                       "pyarrow), or convert the file to JSON") from None
+        return pq.read_table(p).to_pylist()
+    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".jsonl":
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise BenchmarkFormatError(f"{p}: not valid JSON ({e})") from None
+        rows = data.get("data", data) if isinstance(data, dict) else data
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise BenchmarkFormatError(f"{p}: expected a list of objects")
+    return rows
+
+
+def need(row: dict[str, Any], key: str, where: str) -> Any:
+    """row[key], or a BenchmarkFormatError naming the row and the missing field."""
+    if key not in row or row[key] is None:
+        raise BenchmarkFormatError(f"{where}: missing field {key!r} (has {sorted(row)})")
+    return row[key]
+
+
+# --- scoring -------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """How one item (or one multi-binary group) was judged."""
+
+    id: str
+    correct: bool
+    status: Literal["answered", "no_answer", "missing", "unjudged"]
+    predicted: str | None
+    categories: dict[str, str]
+    error: float | None = None  # |pred - gt| for counting
+
+
+@dataclass
+class BenchScore:
+    """A benchmark's scores: the headline metric, honest counts and per-category breakdowns."""
+
+    bench: str
+    metric: str  # name of the headline metric, e.g. "accuracy"
+    score: float  # headline, in percent
+    n: int
+    correct: int
+    no_answer: int  # replied, but no answer could be extracted (counted wrong)
+    missing: int  # no prediction at all (not run, or failed: see errors.jsonl; counted wrong)
+    unjudged: int = 0  # open answers without a judge verdict (counted wrong)
+    metrics: dict[str, float] = field(default_factory=dict)  # further metrics (OBOA, MAE, ...)
+    breakdowns: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def tally(outcomes: list[Outcome], keys: Iterable[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Accuracy (percent) and counts per value of each breakdown key."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key in keys:
+        groups: dict[str, list[Outcome]] = defaultdict(list)
+        for o in outcomes:
+            groups[o.categories.get(key, "(none)")].append(o)
+        out[key] = {v: {"accuracy": pct(sum(o.correct for o in g), len(g)), "n": len(g),
+                        "no_answer": sum(o.status == "no_answer" for o in g)}
+                    for v, g in sorted(groups.items())}
+    return out
+
+
+def pct(k: int | float, n: int) -> float:
+    return 100.0 * k / n if n else 0.0
+
+
+def summarize(bench: str, outcomes: list[Outcome], keys: Iterable[str],
+              metric: str = "accuracy") -> BenchScore:
+    n = len(outcomes)
+    correct = sum(o.correct for o in outcomes)
+    return BenchScore(
+        bench=bench, metric=metric, score=pct(correct, n), n=n, correct=correct,
+        no_answer=sum(o.status == "no_answer" for o in outcomes),
+        missing=sum(o.status == "missing" for o in outcomes),
+        unjudged=sum(o.status == "unjudged" for o in outcomes),
+        breakdowns=tally(outcomes, keys),
+    )
+
+
+def choice_outcome(item: EvalItem, reply: str | None) -> Outcome:
+    """Multiple choice: the strict shared extraction, then letter match."""
+    if reply is None:
+        return Outcome(item.id, False, "missing", None, item.categories)
+    ex: Extraction = extract_choice(reply, item.options)
+    if ex.value is None:
+        return Outcome(item.id, False, "no_answer", None, item.categories)
+    return Outcome(item.id, ex.value == item.answer, "answered", ex.value, item.categories)
+
+
+def finite(x: float) -> float:
+    return x if math.isfinite(x) else float("nan")
+
+
+# --- the registry --------------------------------------------------------------------------
+
+class Benchmark:
+    """Base class: subclasses set `name`, `breakdown_keys` and implement `load` (and `score`
+    when the official rule is not plain multiple-choice accuracy)."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # the column header in the paper's table
+    aliases: ClassVar[tuple[str, ...]] = ()
+    breakdown_keys: ClassVar[tuple[str, ...]] = ()
+    default_file: ClassVar[str] = ""  # the official file name, for docs and error messages
+
+    def load(self, data: str | Path, videos: str | Path) -> list[EvalItem]:
+        raise NotImplementedError
+
+    def score(self, items: list[EvalItem], replies: dict[str, str],
+              judgments: dict[str, bool] | None = None) -> BenchScore:
+        """Official scoring of `replies` (item id -> raw model reply); absent ids are missing."""
+        outcomes = [choice_outcome(it, replies.get(it.id)) for it in items]
+        return summarize(self.name, outcomes, self.breakdown_keys)
+
+
+REGISTRY: dict[str, type[Benchmark]] = {}
+
+
+def register(cls: type[Benchmark]) -> type[Benchmark]:
+    """Class decorator: make a benchmark available by its name and aliases."""
+    for key in (cls.name, *cls.aliases):
+        REGISTRY[key.lower()] = cls
+    return cls
+
+
+def names() -> list[str]:
+    return sorted({c.name for c in REGISTRY.values()})
+
+
+def get_benchmark(name: str, **options: Any) -> Benchmark:
+    """A benchmark by name or alias (case-insensitive); `options` a benchmark does not take
+    (e.g. `protocol` for CG-AV-Counting only) are ignored."""
+    cls = REGISTRY.get(name.lower())
+    if cls is None:
+        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(names())}")
+    accepted = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in options.items() if k in accepted})
+
+
+Loader = Callable[[str | Path, str | Path], list[EvalItem]]

