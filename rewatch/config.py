@@ -75,7 +75,9 @@ class QAConfig(Section):
     generator: str = "llm"
     judge: str = "llm"
     probes: list[str] = Field(default_factory=lambda: ["llm"])
-    probe_prompts: int = 1  # prompt variants per probe model (the embedded panel uses several)
+    # prompt variants per probe model: the probe panel is probes x probe_prompts members (the
+    # embedded default is one model asked through 3 prompts, and qa.jsonl says so)
+    probe_prompts: int = Field(3, ge=1)
     question_types: list[str] = Field(
         default_factory=lambda: [
             "temporal order",
@@ -90,7 +92,15 @@ class QAConfig(Section):
     theta_text: float = Field(0.5, ge=0, le=1)
     theta_sum: float = Field(0.5, ge=0, le=1)
     num_options: int = Field(5, ge=2, le=10)
-    mcq_per_question: int = 2
+    mcq_per_question: int = Field(2, ge=1)
+    # F1 -> F3 -> F2: the cheapest filter that rejects most goes first; short_circuit stops at the
+    # first rejection (False runs every filter on every question: full evidence for audits)
+    filter_order: list[Literal["F1", "F2", "F3"]] = Field(
+        default_factory=lambda: ["F1", "F3", "F2"])
+    short_circuit: bool = True
+    min_caption_lines: int = Field(2, ge=1)  # fewer C_detail lines: the video is rejected
+    max_context_chars: int = Field(6000, ge=200)  # C_detail window shown to M_qa and the judge
+    duplicate_similarity: float = Field(0.92, ge=0, le=1)  # audit: MiniLM cosine for near-dups
 
 
 class CoTConfig(Section):

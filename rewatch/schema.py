@@ -87,6 +87,7 @@ class MCQRecord(Record):
     options: dict[str, str]  # letter -> option text, letters A.. in order
     answer: str  # the correct letter
     qtype: str
+    checks: dict[str, object] = Field(default_factory=dict)  # distractors proposed/dropped/judged
 
 
 class CoTStep(BaseModel):

@@ -1,0 +1,146 @@
+"""Stage 2 fixtures: a caption written from known events and a scripted panel (not a model).
+
+The scripted roles answer from tables the tests control, served by the loopback
+ScriptedTestServer, so each filter's accept/reject decision is known in advance.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rewatch.config import Config, ModelSpec
+from rewatch.models import Models
+from rewatch.models.cache import ResponseCache
+from rewatch.schema import CaptionLine, CaptionRecord
+from rewatch.store import RunDir
+
+EVENTS = [  # what happens in the synthetic clip, second by second
+    (0, 2, "a dark green background, nothing moves"),
+    (2, 3, "a red circle appears at the left edge"),
+    (3, 5, "the red circle rolls right; a blue square stays still"),
+    (5, 8, "two blue squares move left"),
+    (8, 10, "the red circle leaves; a yellow triangle appears"),
+]
+SUMMARY = "Coloured shapes appear and move on a green background."
+
+
+def shapes_caption(video_id: str = "shapes", lines: list[tuple[float, float, str]] | None = None,
+                   summary: str = SUMMARY) -> CaptionRecord:
+    """C_detail from the known events (a careful captioner's lines) and C_sum."""
+    ev = EVENTS if lines is None else lines
+    return CaptionRecord(id=f"cap-{video_id}", video_id=video_id, video_path=f"{video_id}.mp4",
+                         duration=10.0, detail=[CaptionLine(start=a, end=b, text=t)
+                                                for a, b, t in ev],
+                         summary=summary, captioner="ground-truth")
+
+
+@dataclass
+class Q:
+    """One scripted question with what every role says about it."""
+
+    question: str
+    answer: str
+    qtype: str = "attribute"
+    evidence: tuple[str, ...] = ("00:08",)
+    supported: bool = True  # the F1 judge's verdict
+    text: str = "no idea"  # what the panel answers with no video
+    summary: str = "no idea"  # what the panel answers with C_sum
+    distractors: tuple[str, ...] = ("red", "blue", "green", "purple", "orange", "pink",
+                                    "white", "black")
+    also_correct: tuple[int, ...] = ()
+
+    def gen(self) -> dict[str, Any]:
+        return {"question": self.question, "answer": self.answer, "qtype": self.qtype,
+                "evidence": list(self.evidence)}
+
+
+GOOD = Q("What colour is the shape that appears at 00:08?", "yellow")
+SUMMARY_BIASED = Q("What colour is the background of the clip?", "green", evidence=("00:01",),
+                   summary="green")
+TEXT_BIASED = Q("Which shape is round and can roll?", "circle", qtype="attribute",
+                evidence=("00:03",), text="a circle", summary="ball")
+WRONG_LEXICAL = Q("How many blue squares move left?", "three", qtype="counting",
+                  evidence=("00:06",))
+WRONG_JUDGED = Q("What colour is the circle that appears at 00:02?", "blue",
+                 evidence=("00:02",), supported=False)
+NO_EVIDENCE = Q("What colour is the triangle at the end?", "yellow", evidence=("09:59",))
+LEAKY = Q("Is the circle that rolls right a red circle?", "red", evidence=("00:03",))
+COUNT = Q("How many blue squares move left after 00:05?", "2", qtype="counting",
+          evidence=("00:05",), distractors=("1", "3", "4", "5", "6", "7", "8", "9"))
+
+
+@dataclass
+class Panel:
+    """A responder for ScriptedTestServer that plays M_qa, the judge and the probe panel."""
+
+    questions: dict[str, list[Q]]  # caption marker (a word of its first line) -> questions
+    same: dict[tuple[str, str], bool] = field(default_factory=dict)
+    garbage_for: set[str] = field(default_factory=set)  # markers whose M_qa reply is not JSON
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def _count(self, role: str) -> None:
+        self.calls[role] = self.calls.get(role, 0) + 1
+
+    def _find(self, prompt: str) -> Q:
+        hits = [q for qs in self.questions.values() for q in qs if q.question in prompt]
+        assert hits, f"no scripted question in {prompt[:120]!r}"
+        return max(hits, key=lambda q: len(q.question))
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        prompt = body["messages"][0]["content"]
+        if "questions about small details" in prompt:
+            self._count("generation")
+            marker = next(m for m in self.questions if m in prompt)
+            if marker in self.garbage_for:
+                return "Sure! Here are some questions: 1. what"
+            return json.dumps({"questions": [q.gen() for q in self.questions[marker]]})
+        if "Do the caption lines state this answer?" in prompt:
+            self._count("F1")
+            q = self._find(prompt)
+            return json.dumps({"supported": q.supported, "reason": "scripted"})
+        if "mean the same thing" in prompt:
+            self._count("equivalence")
+            a = re.search(r"Answer 1: (.*)", prompt).group(1)
+            b = re.search(r"Answer 2: (.*)", prompt).group(1)
+            return json.dumps({"same": self.same.get((a, b), False)})
+        if "wrong answers that look plausible" in prompt:
+            self._count("distractors")
+            return json.dumps({"distractors": list(self._find(prompt).distractors)})
+        if "ALSO correct" in prompt:
+            self._count("distractor_check")
+            return json.dumps({"also_correct": list(self._find(prompt).also_correct)})
+        q = self._find(prompt)
+        if "Summary of a video:" in prompt:
+            self._count("F3")
+            return json.dumps({"answer": q.summary})
+        self._count("F2")
+        return json.dumps({"answer": q.text})
+
+
+def scripted_config(base_url: str, **qa: Any) -> Config:
+    """The embedded layout with every role pointed at the scripted server."""
+    cfg = Config()
+    cfg.models["llm"] = ModelSpec(backend="openai", base_url=base_url, model="scripted",
+                                  max_retries=0, schema_retries=1, structured="parse")
+    for k, v in qa.items():
+        setattr(cfg.synth.qa, k, v)
+    return cfg
+
+
+def make_run(root: Path, captions: list[CaptionRecord]) -> RunDir:
+    run = RunDir(root)
+    for c in captions:
+        run.file("captions.jsonl").append(c)
+    return run
+
+
+def models_for(cfg: Config, run: RunDir | None = None) -> Models:
+    return Models(cfg, ResponseCache(run.cache_path) if run is not None else None)
+
+
+def rows(run: RunDir, name: str) -> list[dict[str, Any]]:
+    return list(run.file(name).read())

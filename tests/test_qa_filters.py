@@ -1,0 +1,191 @@
+"""Stage 2 on hand-made cases: each filter rejects exactly what it should, bad input is rejected
+with a reason, MCQ items are well formed, and a rerun asks no model anything again."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from qa_scripted import (
+    COUNT,
+    GOOD,
+    LEAKY,
+    NO_EVIDENCE,
+    SUMMARY_BIASED,
+    TEXT_BIASED,
+    WRONG_JUDGED,
+    WRONG_LEXICAL,
+    Panel,
+    Q,
+    make_run,
+    models_for,
+    rows,
+    scripted_config,
+    shapes_caption,
+)
+
+from rewatch.models.scripted_server import ScriptedTestServer
+from rewatch.schema import MCQRecord, QARecord
+from rewatch.synth.mcq import validate_mcq
+from rewatch.synth.qa import generate_qa, normalize_answer
+
+GOOD_NOISY = Q(GOOD.question, GOOD.answer, distractors=(
+    "red", "Yellow", "blue", "red", "green", "purple", "yellow triangle", "orange"))
+JUDGED_SAME = Q("What colour is the triangle that appears at 00:08?", "yellow",
+                text="yellow shape")
+FEW = Q("What does the red circle do after it appears?", "rolls right", qtype="action",
+        evidence=("00:03",), distractors=("rolls right", "jumps", "Jumps"))
+COUNT_CHECKED = Q(COUNT.question, COUNT.answer, qtype="counting", evidence=COUNT.evidence,
+                  distractors=COUNT.distractors, also_correct=(1,))
+DUPLICATE = Q(GOOD.question, "yellow triangle")
+SHAPES = [GOOD_NOISY, SUMMARY_BIASED, TEXT_BIASED, WRONG_LEXICAL, WRONG_JUDGED, NO_EVIDENCE,
+          LEAKY, DUPLICATE, COUNT_CHECKED, JUDGED_SAME, FEW]
+
+
+def shapes_run(tmp: Path):
+    captions = [
+        shapes_caption("shapes"),
+        shapes_caption("garbage", [(0, 2, "a purple hexagon spins"), (2, 4, "it stops")]),
+        shapes_caption("empty", []),
+        shapes_caption("oneline", [(0, 4, "a white dot")]),
+    ]
+    return make_run(tmp, captions)
+
+
+def panel() -> Panel:
+    return Panel({"dark green background": SHAPES, "purple hexagon": [GOOD]},
+                 same={("yellow", "yellow shape"): True}, garbage_for={"purple hexagon"})
+
+
+def run_stage(run, cfg, use_cache: bool = True) -> dict:
+    models = models_for(cfg, run if use_cache else None)
+
+    async def go() -> dict:
+        try:
+            return await generate_qa(run, cfg, models)
+        finally:
+            await models.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture()
+def finished(tmp_path):
+    p = panel()
+    with ScriptedTestServer(p) as srv:
+        cfg = scripted_config(srv.base_url, questions_per_video=len(SHAPES))
+        run = shapes_run(tmp_path / "run")
+        counts = run_stage(run, cfg)
+        yield run, cfg, counts, p, srv
+
+
+def by_question(run) -> dict[str, dict]:
+    return {r["question"]: r for r in rows(run, "rejected.jsonl") if r["stage"] == "qa"
+            and "question" in r}
+
+
+def test_each_filter_rejects_what_it_should(finished):
+    run, _cfg, counts, _p, _srv = finished
+    accepted = {r["question"]: QARecord.model_validate(r) for r in rows(run, "qa.jsonl")}
+    assert set(accepted) == {GOOD.question, COUNT.question, FEW.question}
+    rej = by_question(run)
+    assert (rej[SUMMARY_BIASED.question]["filter"], rej[TEXT_BIASED.question]["filter"]) == \
+        ("F3", "F2")
+    assert rej[WRONG_LEXICAL.question]["filter"] == "F1"
+    assert rej[WRONG_LEXICAL.question]["filters"]["F1"]["method"] == "lexical"
+    assert rej[WRONG_JUDGED.question]["filter"] == "F1"
+    assert rej[WRONG_JUDGED.question]["filters"]["F1"]["method"] == "judge"
+    assert rej[NO_EVIDENCE.question]["reason"].startswith("evidence_not_in_caption")
+    assert rej[LEAKY.question]["reason"] == "answer_in_question"
+    dup = [r for r in rows(run, "rejected.jsonl") if r.get("reason") == "duplicate_question"]
+    assert [d["answer"] for d in dup] == ["yellow triangle"]
+    # the equivalence judge was needed for "yellow shape" vs "yellow" and said the same
+    same = rej[JUDGED_SAME.question]["filters"]["F2"]["answers"]
+    assert rej[JUDGED_SAME.question]["filter"] == "F2"
+    assert {a["method"] for a in same} == {"judge"} and all(a["correct"] for a in same)
+    # F2 stopped once two of three members were right: the rejection cannot change
+    f2 = rej[TEXT_BIASED.question]["filters"]["F2"]
+    assert f2["asked"] == 2 and f2["accuracy_at_least"] == pytest.approx(2 / 3)
+    assert [a["method"] for a in f2["answers"]] == ["exact", "exact"]
+    assert counts["accepted"] == 3 and counts["candidates"] == len(SHAPES)
+
+
+def test_accepted_records_carry_every_verdict_and_the_panel(finished):
+    run, cfg, _counts, _p, _srv = finished
+    for r in rows(run, "qa.jsonl"):
+        f = r["filters"]
+        assert f["order"] == ["F1", "F3", "F2"]
+        assert f["F1"]["passed"] and f["F2"]["passed"] and f["F3"]["passed"]
+        for name, theta in (("F2", cfg.synth.qa.theta_text), ("F3", cfg.synth.qa.theta_sum)):
+            assert f[name]["theta"] == theta and len(f[name]["answers"]) == 3
+            assert f[name]["accuracy"] == sum(a["correct"] for a in f[name]["answers"]) / 3
+        assert "one model" in f["panel"]["note"] and len(f["panel"]["members"]) == 3
+        assert r["evidence"] and all(e.startswith("[00:0") for e in r["evidence"])
+
+
+def test_bad_input_is_rejected_with_a_reason(finished):
+    run, _cfg, _counts, _p, _srv = finished
+    per_video = {r["video_id"]: r for r in rows(run, "rejected.jsonl") if r["stage"] == "qa"
+                 and r["filter"] in ("input", "generation") and "question" not in r}
+    assert per_video["empty"]["reason"] == "empty_caption"
+    assert per_video["oneline"]["reason"].startswith("caption_too_short: 1 line")
+    assert per_video["garbage"]["reason"] == "schema_error"
+    assert "did not fit schema" in per_video["garbage"]["error"]
+    assert not rows(run, "errors.jsonl")
+
+
+def test_mcq_items_are_well_formed(finished):
+    run, cfg, _counts, _p, _srv = finished
+    items = [MCQRecord.model_validate(r) for r in rows(run, "mcq.jsonl")]
+    accepted = {r["id"]: r for r in rows(run, "qa.jsonl")}
+    # FEW has one distinct distractor: no items, rejected at stage mcq with the reason
+    mcq_rej = [r for r in rows(run, "rejected.jsonl") if r["stage"] == "mcq"]
+    assert [(r["question"], r["reason"].split(":")[0]) for r in mcq_rej] == [
+        (FEW.question, "too_few_distractors")]
+    assert {d["reason"] for d in mcq_rej[0]["checks"]["dropped"]} == {"equals_answer",
+                                                                       "duplicate"}
+    assert len(items) == 2 * (len(accepted) - 1)
+    for m in items:
+        qa = accepted[m.qa_id]
+        assert validate_mcq(m.options, m.answer, 5) is None
+        assert m.options[m.answer] == qa["answer"]
+        wrong = [normalize_answer(v) for k, v in m.options.items() if k != m.answer]
+        assert normalize_answer(qa["answer"]) not in wrong
+        assert "yellow triangle" not in m.options.values()  # overlaps the answer: dropped
+        assert "1" not in m.options.values()  # the judge found it true per C_detail
+    # the two items of one question differ in letter or options
+    by_qa: dict[str, list[MCQRecord]] = {}
+    for m in items:
+        by_qa.setdefault(m.qa_id, []).append(m)
+    assert all(len(v) == 2 and v[0].options != v[1].options for v in by_qa.values())
+
+
+def test_rerun_repeats_no_call(finished, tmp_path):
+    run, cfg, _counts, p, srv = finished
+    before = {n: list(run.file(n).read()) for n in ("qa.jsonl", "mcq.jsonl", "rejected.jsonl")}
+    n_requests = len(srv.requests)
+    again = run_stage(run, cfg)
+    assert len(srv.requests) == n_requests
+    assert again["videos_skipped"] == 4 and again["calls_total"] == 0
+    # without the response cache, finished videos are still skipped by id
+    run_stage(run, cfg, use_cache=False)
+    assert len(srv.requests) == n_requests
+    assert {n: list(run.file(n).read()) for n in before} == before
+
+
+def test_resume_after_losing_the_tail(finished):
+    """A video cut off before its MCQ items were written: the rerun writes them, and the
+    response cache answers every call it needs."""
+    run, cfg, _counts, _p, srv = finished
+    mcq_path = run.root / "mcq.jsonl"
+    lines = mcq_path.read_text().splitlines(keepends=True)
+    mcq_path.write_text("".join(lines[:1]))
+    n_requests = len(srv.requests)
+    again = run_stage(run, cfg)
+    assert len(srv.requests) == n_requests
+    assert again["mcq"] == len(lines) - 1
+    now = mcq_path.read_text().splitlines(keepends=True)
+    assert now[0] == lines[0] and len(now) == len(lines)
+    assert sorted(MCQRecord.model_validate_json(x).id for x in now) == sorted(
+        MCQRecord.model_validate_json(x).id for x in lines)
