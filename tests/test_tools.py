@@ -76,6 +76,8 @@ def test_retrieval_finds_the_event_line(index):
     assert s <= 5.0 < e  # the line [00:05-00:06] the query was written from
     miss = index.segment_retrieval("   ")
     assert not miss.ok and "needs a description" in miss.text
+    stamp = index.segment_retrieval("00:05")
+    assert not stamp.ok and "use segment_query" in stamp.text
 
 
 def test_retrieval_merges_neighbouring_lines_into_spans(index):

@@ -36,6 +36,7 @@ from rewatch.synth.tools import (
     CaptionIndex,
     ToolResult,
     caption_index,
+    content_words,
     format_action,
     format_lines,
     parse_action,
@@ -151,9 +152,9 @@ async def observer(model: ChatModel, action: str, result: ToolResult) -> str:
         action=action, lines=lines)}], schema=Observation, max_tokens=160)
     obs: Observation = reply.parsed
     text = " ".join(obs.observation.split())
-    if not text:
-        raise TrajectoryEnd("invalid_observer_reply", "empty observation")
-    extra = unsupported_words(text, [c.text for c in result.lines], META_WORDS)
+    if not any(not w.isdigit() for w in content_words(text)):
+        raise TrajectoryEnd("invalid_observer_reply", f"observation {text!r} says nothing")
+    extra = unsupported_words(text, [lines], META_WORDS)  # the lines' timestamps count too
     if extra:
         raise TrajectoryEnd("observer_unsupported",
                             f"{text[:160]!r} says {', '.join(extra[:8])}, not in the caption",

@@ -194,6 +194,14 @@ class CaptionIndex:
             return ToolResult("segment_retrieval", q, _err(
                 f"segment_retrieval needs a description of what to find (words such as 'red "
                 f"circle appears'); got {q!r}"), error="empty query")
+        try:
+            parse_timestamp(q)
+        except ArgumentError:
+            pass
+        else:
+            msg = (f"{q!r} is a timestamp; segment_retrieval needs a description of an event "
+                   f"(use segment_query for what happens at a timestamp)")
+            return ToolResult("segment_retrieval", q, _err(msg), error=msg)
         if not self.lines:
             return ToolResult("segment_retrieval", q, "The caption has no lines to search.")
         hybrid, dense, sparse = self.scores(q)
