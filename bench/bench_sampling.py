@@ -37,14 +37,17 @@ def make_video(path: Path, seconds: int, width: int, height: int, gop: int, bfra
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    import cv2
+
     rng = np.random.default_rng(0)
-    texture = rng.integers(0, 255, (height + 64, width + 64, 3), dtype=np.uint8)
-    texture = (texture // 32 * 32).astype(np.uint8)
+    # smooth random blobs (realistic bitrates; raw noise would be incompressible)
+    small = rng.integers(0, 255, ((height + 64) // 16, (width + 64) // 16, 3), dtype=np.uint8)
+    texture = cv2.resize(small, (width + 64, height + 64), interpolation=cv2.INTER_CUBIC)
     tmp = path.with_suffix(".part.mp4")
     with av.open(str(tmp), "w") as out:
         s = out.add_stream("libx264", rate=30)
         s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        s.options = {"preset": "ultrafast", "crf": "28",
+        s.options = {"preset": "ultrafast", "crf": "23",
                      "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}"}
         for i in range(seconds * 30):
             dx, dy = (i * 3) % 64, (i // 7) % 64
