@@ -126,11 +126,22 @@ class SynthConfig(Section):
 
 
 class RewardConfig(Section):
-    judge: str = "llm"
+    """O&R: overall = w_acc·r_acc·(1 + w_obs·r_obs + w_rea·r_rea) + w_fmt·r_fmt (docs/reward.md)."""
+
+    judge: str = "llm"  # M_judge (observations, free-form answers)
+    infer: str = "llm"  # M_infer (answers from the actions + observations alone)
     w_acc: float = 1.0
     w_obs: float = 1.0
     w_rea: float = 1.0
     w_fmt: float = 1.0
+    judge_retries: int = Field(1, ge=0)  # on top of the model's own transport retries
+    max_steps: int = Field(32, ge=1)  # more action/observation pairs: format problem, r_obs 0
+    max_chars: int = Field(32_000, ge=1)  # longer responses are a format problem
+    max_observation_chars: int = Field(1000, ge=1)  # longer: unsupported without a call
+    window_s: float = Field(30.0, ge=0)  # C_detail lines within this of an action's times
+    concurrency: int = Field(32, ge=1)  # samples scored at once
+    # what a trainer adapter gives a sample whose judge failed: r_acc-only, or stop training
+    on_judge_failure: Literal["acc_only", "raise"] = "acc_only"
 
 
 class EvalConfig(Section):
@@ -191,6 +202,7 @@ class Config(Section):
             "synth.cot.observer": self.synth.cot.observer,
             "synth.cot.converter": self.synth.cot.converter,
             "reward.judge": self.reward.judge,
+            "reward.infer": self.reward.infer,
             "eval.model": self.eval.model,
         }
         roles.update({f"synth.qa.probes[{i}]": p for i, p in enumerate(self.synth.qa.probes)})

@@ -1,0 +1,139 @@
+"""Rule-based r_acc: option letters and counting integers, strictly; free-form goes to a judge.
+
+An answer that names more than one option ("A or B", "A, C", the options echoed verbatim,
+"all of the above" when that is not an option) scores 0, as does a lower-case, full-width or
+look-alike letter: the policy was asked for one upper-case ASCII option letter.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Literal
+
+AnswerKind = Literal["choice", "count", "free"]
+
+# One upper-case letter, alone or as "(B)", "B.", "B)", "B: text", "B. text"
+_CHOICE = re.compile(r"\(?([A-Z])(?![A-Za-z0-9])\)?(?:\s*[.:)\-]\s*|\s+|$)(.*)", re.S)
+_LOWER = re.compile(r"\(?([a-z])\)?[.:)]?")
+_TRUTH_LETTER = re.compile(r"\s*\(?([A-Z])(?![A-Za-z0-9])")
+_LONE_LETTER = re.compile(r"(?<![A-Za-z0-9])[A-Z](?![A-Za-z0-9])")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"[a-z]+")
+
+_ONES = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * i for i, w in enumerate(
+    "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "_"}
+_SCALES = {"hundred": 100, "thousand": 1000}
+_NUMBER_WORDS = {**_ONES, **_TENS, **_SCALES, "a": -1, "and": -1}
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def answer_kind(ground_truth: str, options: dict[str, str] | None = None) -> AnswerKind:
+    """How a ground truth is checked: an option letter, a counting integer, or by a judge."""
+    truth = str(ground_truth).strip()
+    if options or re.fullmatch(r"\(?[A-Z]\)?\.?", truth):
+        return "choice"
+    if parse_count(truth)[0] is not None:
+        return "count"
+    return "free"
+
+
+def _truth_letter(truth: str) -> str | None:
+    m = _TRUTH_LETTER.match(truth)
+    return m.group(1) if m else None
+
+
+def choice_letter(answer: str, options: dict[str, str] | None = None) -> tuple[str | None, str]:
+    """The single option letter an answer names, or None and the reason it names none."""
+    text = answer.strip()
+    m = _CHOICE.fullmatch(text)
+    if m:
+        letter, rest = m.group(1), m.group(2).strip().rstrip(".")
+        if options is not None and letter not in options:
+            return None, f"not_an_option: {letter!r} is not one of {sorted(options)}"
+        if not rest:
+            return letter, ""
+        if options is not None and _norm(rest) == _norm(options[letter]):
+            return letter, ""
+        if len(set(_LONE_LETTER.findall(text))) > 1:
+            return None, "multiple_options: the answer names more than one option"
+        return None, "extra_text: the answer has text beyond the option letter"
+    if options:
+        hits = [k for k, v in options.items() if _norm(v) and _norm(text) == _norm(v)]
+        if len(hits) == 1:
+            return hits[0], ""
+    if len(set(_LONE_LETTER.findall(text))) > 1 or re.fullmatch(r"[A-Z]{2,10}", text):
+        return None, "multiple_options: the answer names more than one option"
+    if _LOWER.fullmatch(text):
+        return None, "lowercase_letter: option letters are upper case"
+    folded = unicodedata.normalize("NFKC", text)
+    if folded != text and _CHOICE.fullmatch(folded):
+        return None, "fullwidth_letter: option letters are ASCII"
+    if len(text) <= 4 and any(ord(c) > 127 and c.isalpha() for c in text):
+        return None, "lookalike_letter: a non-ASCII character in place of an option letter"
+    return None, "not_an_option: the answer names no option letter"
+
+
+def _word_numbers(words: list[str]) -> list[int]:
+    """Numbers written in words ("seven", "twenty-one", "one hundred and five")."""
+    found: list[int] = []
+    total, current, active = 0, 0, False
+    for w in [*words, "."]:
+        v = _NUMBER_WORDS.get(w)
+        if v is None or (v == -1 and not active):
+            if active:
+                found.append(total + current)
+            total, current, active = 0, 0, False
+            continue
+        if v == -1:
+            continue
+        if w in _SCALES:
+            current = max(current, 1) * v
+            if v >= 1000:
+                total, current = total + current, 0
+        else:
+            current += v
+        active = True
+    return found
+
+
+def parse_count(text: str) -> tuple[int | None, str]:
+    """The one integer a counting answer states (digits or words), or None and why not."""
+    values: set[float] = set()
+    for tok in _NUMBER.findall(text):
+        try:
+            values.add(float(tok.replace(",", "")))
+        except ValueError:
+            return None, f"bad_number: {tok!r}"
+    values.update(float(v) for v in _word_numbers(_WORD.findall(text.lower().replace("-", " "))))
+    if not values:
+        return None, "no_number: the answer states no number"
+    if len(values) > 1:
+        return None, "multiple_numbers: the answer states more than one number"
+    v = values.pop()
+    if v != int(v):
+        return None, f"not_integer: {v} is not a whole count"
+    return int(v), ""
+
+
+def rule_accuracy(answer: str, ground_truth: str, options: dict[str, str] | None = None,
+                  kind: AnswerKind | None = None) -> tuple[float | None, str]:
+    """r_acc by rule: (1.0 or 0.0, problem) for letters and counts; (None, "") for free-form."""
+    kind = kind or answer_kind(ground_truth, options)
+    if kind == "choice":
+        letter, why = choice_letter(answer, options)
+        if letter is None:
+            return 0.0, why
+        return (1.0 if letter == _truth_letter(str(ground_truth)) else 0.0), ""
+    if kind == "count":
+        got, why = parse_count(answer)
+        if got is None:
+            return 0.0, why
+        return (1.0 if got == parse_count(str(ground_truth))[0] else 0.0), ""
+    return None, ""

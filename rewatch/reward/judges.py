@@ -1,0 +1,191 @@
+"""The O&R judges: M_judge for observations and free-form answers, and M_infer.
+
+Each is a `ChatModel` asked with a prompt file under `reward/prompts/` and a schema-constrained
+reply, so verdicts are always `{supported: bool, reason}`; replies are cached by the model's
+`ResponseCache`. Text from the policy is untrusted: it travels as one JSON object on a `DATA:`
+line (quotes and newlines escaped, so it cannot close the data or start a new instruction).
+A call that still fails after `retries` re-tries raises `JudgeError`; the reward marks the
+sample failed instead of scoring it 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, create_model
+
+from rewatch.models.base import ChatModel
+from rewatch.reward.answers import AnswerKind
+from rewatch.reward.parse import Step
+
+PROMPTS = Path(__file__).parent / "prompts"
+_CLOCK = r"\d{1,2}:\d{2}(?::\d{2})?"
+_CLOCK_RE = re.compile(rf"(?<![\d:])({_CLOCK})(?![\d:])")
+_LINE_RE = re.compile(rf"^\s*\[({_CLOCK})(?:\s*-\s*({_CLOCK}))?\]")
+
+
+class JudgeError(RuntimeError):
+    """A judge call failed after every retry; the sample's reward is marked failed."""
+
+
+class Verdict(BaseModel):
+    """A judge's verdict: whether the claim is supported (observation) or correct (answer)."""
+
+    supported: bool
+    reason: str = Field("", max_length=160)
+
+
+@cache
+def prompt(name: str) -> str:
+    """A judge prompt file under reward/prompts/."""
+    return (PROMPTS / name).read_text(encoding="utf-8")
+
+
+def _data_message(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"role": "user",
+             "content": prompt(name).replace("{data}", json.dumps(data, ensure_ascii=False))}]
+
+
+def seconds(clock: str) -> float:
+    """MM:SS or HH:MM:SS as seconds."""
+    parts = [int(p) for p in clock.split(":")]
+    return float(sum(p * 60**i for i, p in enumerate(reversed(parts))))
+
+
+def caption_window(caption: str, action: str, *, window_s: float = 30.0,
+                   max_chars: int = 6000) -> str:
+    """The C_detail lines around the times an action names (all lines when it names none)."""
+    lines = caption.splitlines()
+    times = [seconds(t) for t in _CLOCK_RE.findall(action)]
+    if times:
+        lo, hi = min(times) - window_s, max(times) + window_s
+        near = []
+        for line in lines:
+            m = _LINE_RE.match(line)
+            if m is None:
+                continue
+            start = seconds(m.group(1))
+            end = seconds(m.group(2)) if m.group(2) else start
+            if end >= lo and start <= hi:
+                near.append(line)
+        if near:
+            lines = near
+    text = "\n".join(lines)
+    return text if len(text) <= max_chars else text[:max_chars] + "\n[… caption cut]"
+
+
+@cache
+def answer_schema(kind: AnswerKind, letters: tuple[str, ...] = ()) -> type[BaseModel]:
+    """The reply schema of M_infer: one option letter, one whole number, or short text."""
+    answer_type: Any
+    if kind == "choice" and letters:
+        answer_type = Literal[letters]  # type: ignore[valid-type]
+    elif kind == "count":
+        answer_type = int
+    else:
+        answer_type = str
+    return create_model(f"InferredAnswer_{kind}", answer=(answer_type, ...),
+                        reason=(str, Field("", max_length=160)))
+
+
+class RewardJudge:
+    """M_judge (observations, free-form answers) and M_infer behind one object.
+
+    `judge` and `infer` may be the same ChatModel. `max_observation_chars`: longer
+    observations are unsupported without a call (real ones are a sentence or two).
+    """
+
+    def __init__(self, judge: ChatModel, infer: ChatModel | None = None, *, retries: int = 1,
+                 window_s: float = 30.0, max_caption_chars: int = 6000,
+                 max_observation_chars: int = 1000, max_tokens: int = 128):
+        self.judge = judge
+        self.infer = infer or judge
+        self.retries = retries
+        self.window_s = window_s
+        self.max_caption_chars = max_caption_chars
+        self.max_observation_chars = max_observation_chars
+        self.max_tokens = max_tokens
+        self.stats: Counter[str] = Counter()
+
+    async def _ask(self, model: ChatModel, messages: list[dict[str, Any]],
+                   schema: type[BaseModel], what: str) -> Any:
+        last: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            self.stats[f"{what}_calls"] += 1
+            try:
+                reply = await model.chat(messages, schema=schema, temperature=0.0,
+                                         max_tokens=self.max_tokens)
+                if reply.cached:
+                    self.stats["cache_hits"] += 1
+                return reply.parsed
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # any backend failure marks the sample, never crashes it
+                last = e
+                self.stats["failures"] += 1
+                if attempt < self.retries:
+                    self.stats["retries"] += 1
+        raise JudgeError(f"{what} judge failed after {self.retries + 1} attempts: "
+                         f"{type(last).__name__}: {str(last)[:300]}")
+
+    async def observation_verdict(self, caption: str, action: str, observation: str) -> Verdict:
+        """M_judge(C_detail, {Act, Obs}): is the observation supported at the action's time?"""
+        if len(observation) > self.max_observation_chars:
+            self.stats["observation_too_long"] += 1
+            return Verdict(supported=False,
+                           reason=f"observation over {self.max_observation_chars} characters")
+        excerpt = caption_window(caption, action, window_s=self.window_s,
+                                 max_chars=self.max_caption_chars)
+        data = {"caption_lines": excerpt, "action": action, "observation": observation}
+        verdict: Verdict = await self._ask(
+            self.judge, _data_message("observation_judge.md", data), Verdict, "observation")
+        return verdict
+
+    async def infer_answer(self, question: str, options: dict[str, str] | None,
+                           steps: Sequence[Step], kind: AnswerKind) -> str:
+        """M_infer(Q, {Act, Obs}): the answer the gathered evidence alone leads to."""
+        data: dict[str, Any] = {"question": question}
+        if options:
+            data["options"] = options
+        data["evidence"] = [{"action": s.action, "observation": s.observation} for s in steps]
+        schema = answer_schema(kind, tuple(sorted(options)) if options else ())
+        parsed = await self._ask(self.infer, _data_message("infer_answer.md", data), schema,
+                                 "infer")
+        return str(parsed.answer)
+
+    async def answer_verdict(self, question: str, answer: str, ground_truth: str) -> Verdict:
+        """M_judge(A, A_gt) for free-form answers: does the answer state the ground truth?"""
+        data = {"question": question, "answer": answer[:2000], "ground_truth": ground_truth}
+        verdict: Verdict = await self._ask(
+            self.judge, _data_message("answer_judge.md", data), Verdict, "answer")
+        return verdict
+
+
+def build_judge(cfg: Any, choice: str = "config", cache: Any = None) -> RewardJudge | None:
+    """The reward judge a config and a `--judge` choice name: `config` (the models table's
+    `reward.judge` / `reward.infer`), `none`, `embedded`, or an OpenAI-compatible base URL."""
+    from rewatch.config import ModelSpec
+    from rewatch.models.registry import Models, build_model
+
+    r = cfg.reward
+    kw = dict(retries=r.judge_retries, window_s=r.window_s,
+              max_observation_chars=r.max_observation_chars)
+    if choice == "none":
+        return None
+    if choice == "config":
+        models = Models(cfg, cache)
+        return RewardJudge(models[r.judge], models[r.infer], **kw)
+    if choice == "embedded":
+        return RewardJudge(build_model(ModelSpec(backend="embedded"), cache), **kw)
+    if choice.startswith(("http://", "https://")):
+        base = cfg.models[r.judge]
+        spec = ModelSpec(**{**base.model_dump(), "backend": "openai", "base_url": choice})
+        return RewardJudge(build_model(spec, cache), **kw)
+    raise ValueError(f"--judge must be none, embedded, config or an http(s) URL, not {choice!r}")
