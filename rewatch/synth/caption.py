@@ -199,10 +199,10 @@ async def caption_videos(paths: list[str | Path], cfg: Config, run: RunDir, mode
     task = progress.add_task("stage 1 captions", total=len(paths)) if progress else None
 
     async def one(path: str | Path) -> None:
-        vid = video_id(path)
-        cid = caption_id(vid, cfg, cap_name, sum_name)
+        vid = stable_id("video", str(path))  # replaced by the real id once the file is read
         try:
-            if cid in captions:
+            vid = video_id(path)
+            if caption_id(vid, cfg, cap_name, sum_name) in captions:
                 stats.skipped += 1
                 return
             async with gate:
