@@ -1,0 +1,53 @@
+"""Stage 3 with the real embedded model (SmolLM2-135M) in every role, on the ground-truth caption
+of a synthetic video. Asserts the mechanics only; what a 135M model achieves is reported, not
+asserted (docs/stage3-cot.md)."""
+
+from __future__ import annotations
+
+import pytest
+from cot_truth import SPEC, caption_from_truth, mcqs_from_truth, truth_of
+
+from rewatch.config import Config
+from rewatch.models import Models
+from rewatch.models.cache import ResponseCache
+from rewatch.schema import CoTRecord
+from rewatch.store import RunDir
+from rewatch.synth.cot import synthesize_cot
+from rewatch.synth.cot_stats import cot_stats
+from rewatch.synth.cot_validate import validate_chain
+
+REASONS = {"invalid_reasoner_reply", "invalid_final_answer", "repeated_action", "step_limit",
+           "observer_unsupported", "invalid_observer_reply", "answer_without_evidence",
+           "no_caption_evidence", "wrong_answer", "invalid_converter_reply", "unbalanced_tags",
+           "observation_not_in_trajectory", "timestamp_not_in_video", "prose_adds_facts",
+           "action_not_in_trajectory", "malformed_action", "no_actions", "context_length"}
+
+
+@pytest.mark.slow
+async def test_embedded_model_runs_stage3_and_resumes_without_calls(tmp_path):
+    truth = truth_of(SPEC)
+    run = RunDir(tmp_path)
+    caption = caption_from_truth(truth)
+    run.file("captions.jsonl").append(caption)
+    mcqs = mcqs_from_truth(truth)[:1]
+    for m in mcqs:
+        run.file("mcq.jsonl").append(m)
+    cfg = Config()
+    cfg.synth.cot.max_steps = 3
+    models = Models(cfg, ResponseCache(run.cache_path))
+    counts = await synthesize_cot(run, cfg, models)
+    assert counts["kept"] + counts["rejected"] == 1 and counts["errors"] == 0
+    assert models["llm"].stats["calls"] >= 1  # tokens were generated, not replayed
+    for rec in run.file("cot.jsonl").read():
+        kept = CoTRecord.model_validate(rec)
+        assert validate_chain(kept.cot, kept.trajectory, kept.answer, caption.duration).ok
+    for rec in run.file("rejected.jsonl").read():
+        assert rec["stage"] == "cot" and rec["reason"] in REASONS, rec
+        assert len(rec["trajectory"]) <= cfg.synth.cot.max_steps
+    stats = cot_stats(tmp_path)
+    print("embedded stage 3:", stats)
+    assert stats["total"] == 1
+    # a second run over the same directory asks the model nothing
+    again = Models(cfg, ResponseCache(run.cache_path))
+    second = await synthesize_cot(run, cfg, again)
+    assert second["skipped"] == 1 and again.stats().get("llm", {}).get("calls", 0) == 0
