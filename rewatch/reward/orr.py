@@ -88,11 +88,19 @@ def _combine(acc: float | None, obs: float | None, rea: float | None, fmt: float
     return w.w_acc * acc * (1 + w.w_obs * (obs or 0.0) + w.w_rea * (rea or 0.0)) + w.w_fmt * fmt
 
 
+def _judgeable(steps: list[Step], judge: RewardJudge | None) -> list[Step]:
+    """Steps a judge sees: well-formed, with an observation of sensible length."""
+    limit = judge.max_observation_chars if judge is not None else 1000
+    return [s for s in steps if s.problem is None and len(s.observation) <= limit]
+
+
 def _planned_calls(steps: list[Step], kind: AnswerKind, w: RewardWeights,
-                   max_steps: int) -> int:
-    judged = {(s.action, s.observation) for s in steps if s.problem is None}
-    n = len(judged) if (w.w_obs and len(steps) <= max_steps) else 0
-    if w.w_rea and steps:
+                   max_steps: int, judge: RewardJudge | None) -> int:
+    if len(steps) > max_steps:
+        return 0
+    judged = {(s.action, s.observation) for s in _judgeable(steps, judge)}
+    n = len(judged) if w.w_obs else 0
+    if w.w_rea and judged:
         n += 1 + (kind == "free")
     return n
 
@@ -103,11 +111,11 @@ async def observation_reward(steps: list[Step], caption: str, judge: RewardJudge
     the per-step verdicts and the number of judge calls."""
     if not steps or len(steps) > max_steps:
         return 0.0, [False] * len(steps), 0
-    unique = list(dict.fromkeys((s.action, s.observation) for s in steps if s.problem is None))
+    unique = list(dict.fromkeys((s.action, s.observation) for s in _judgeable(steps, judge)))
     verdicts = await asyncio.gather(*(judge.observation_verdict(caption, a, o)
                                       for a, o in unique))
     by_pair = {pair: v.supported for pair, v in zip(unique, verdicts, strict=True)}
-    per_step = [s.problem is None and by_pair[(s.action, s.observation)] for s in steps]
+    per_step = [by_pair.get((s.action, s.observation), False) for s in steps]
     return sum(per_step) / len(per_step), per_step, len(unique)
 
 
@@ -115,10 +123,12 @@ async def reasoning_reward(steps: list[Step], question: str, answer: str,
                            options: dict[str, str] | None, kind: AnswerKind,
                            judge: RewardJudge) -> tuple[float, str | None, int]:
     """r_rea = M_judge(M_infer(Q, actions + observations), A_gt): does the evidence suffice?
-    Letters and counts are compared by rule; free-form answers by the judge."""
-    if not steps:
+    Letters and counts are compared by rule, free-form answers by the judge. Malformed or
+    over-long steps are not evidence; no evidence scores 0 without a call."""
+    evidence = _judgeable(steps, judge)
+    if not evidence:
         return 0.0, None, 0
-    inferred = await judge.infer_answer(question, options, steps, kind)
+    inferred = await judge.infer_answer(question, options, evidence, kind)
     acc, _ = rule_accuracy(inferred, answer, options, kind)
     if acc is not None:
         return acc, inferred, 1
@@ -172,7 +182,7 @@ async def score(response: str, *, answer: str, caption: str, question: str,
             elif acc is None:
                 b.problems.append("needs_judge: a free-form answer is scored by a judge")
             b.acc = acc
-        planned = _planned_calls(parsed.steps, kind, weights, max_steps)
+        planned = _planned_calls(parsed.steps, kind, weights, max_steps, rj)
         if b.acc == 0:
             b.judge_skipped, b.skip_reason, b.judge_calls_saved = True, "acc=0", planned
         elif not weights.needs_judge:
@@ -183,7 +193,9 @@ async def score(response: str, *, answer: str, caption: str, question: str,
             obs_task = (observation_reward(parsed.steps, caption, rj, max_steps)
                         if weights.w_obs else None)
             rea_task = (reasoning_reward(parsed.steps, question, str(answer), opts, kind, rj)
-                        if weights.w_rea else None)
+                        if weights.w_rea and parsed.n_steps <= max_steps else None)
+            if weights.w_rea and rea_task is None:
+                b.rea = 0.0  # too many steps: no judge call for spam
             if obs_task is not None and rea_task is not None:
                 (b.obs, b.obs_verdicts, n_obs), (b.rea, b.inferred_answer, n_rea) = \
                     await asyncio.gather(obs_task, rea_task)
