@@ -79,12 +79,6 @@ class Observation(BaseModel):
     timestamps: list[str] = Field(default_factory=list, max_length=4)
 
 
-class FrameLines(BaseModel):
-    """A captioner's reply on the pixel path: lines with times relative to the span start."""
-
-    lines: list[CaptionLine]
-
-
 class TrajectoryEnd(Exception):
     """Ends a trajectory; `reason` is the short code written to rejected.jsonl (`observation`:
     what the Observer said, when it was the Observer that failed)."""
@@ -102,7 +96,7 @@ class Trajectory:
     answer: str | None = None
     reason: str | None = None  # None: the Reasoner gave a final answer
     detail: str = ""
-    evidence_steps: int = 0  # steps whose observation came from the video
+    evidence: list[int] = field(default_factory=list)  # steps whose observation is the video's
 
     @property
     def n_actions(self) -> int:
@@ -174,33 +168,6 @@ async def observer(model: ChatModel, action: str, result: ToolResult) -> str:
     return f"At {', '.join(dict.fromkeys(quoted))}: {text}"
 
 
-async def observer_frames(captioner: ChatModel, action: str, caption: CaptionRecord,
-                          result: ToolResult, cfg: Config) -> str:
-    """A_O on the pixel path: the captioner describes frames of each span the tool found."""
-    from rewatch.video.sampling import image_part, span_frames
-
-    out = []
-    for start, end in result.spans:
-        end = max(end, start + 1.0)
-        frames = await asyncio.to_thread(span_frames, caption.video_path, start, end,
-                                         cfg.synth.caption.fps, cfg.video,
-                                         max_frames=cfg.synth.cot.observer_max_frames)
-        rel = [round(f.timestamp - start, 2) for f in frames]
-        parts: list[dict[str, Any]] = [{"type": "text", "text": prompt(
-            "cot_observer_frames.md").format(action=action, duration=end - start,
-                                             nframes=len(frames), timestamps=rel)}]
-        for f, t in zip(frames, rel, strict=True):
-            parts += [{"type": "text", "text": f"<{t}s>"}, image_part(f.image)]
-        reply = await captioner.chat([{"role": "user", "content": parts}], schema=FrameLines)
-        for line in reply.parsed.lines:
-            a = min(end, start + max(0.0, line.start))
-            b = min(end, max(a, start + line.end))
-            out.append(f"[{mmss(a)}-{mmss(b)}] {' '.join(line.text.split())}")
-    if not out:
-        raise TrajectoryEnd("invalid_observer_reply", "the captioner described no frame")
-    return " ".join(out)
-
-
 async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                          cfg: Config) -> Trajectory:
     """The ReAct loop: Reasoner and Observer in turn until a final answer or a stop reason."""
@@ -240,6 +207,8 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                 obs = result.text  # errors and misses are reported as they are, no model call
             elif c.observer_uses_frames:
                 try:
+                    from rewatch.synth.cot_frames import observer_frames
+
                     obs = await observer_frames(models[cfg.synth.caption.captioner], action,
                                                 caption, result, cfg)
                 except SchemaError as e:
@@ -254,7 +223,7 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                                               observation=end.observation))
                     raise
             if result.ok and result.lines:
-                traj.evidence_steps += 1
+                traj.evidence.append(len(traj.steps))
             traj.steps.append(CoTStep(thought=thought, action=action, observation=obs,
                                       tool_error=result.error))
         else:
@@ -264,7 +233,7 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
         return traj
     if traj.n_actions == 0:
         traj.reason, traj.detail = "answer_without_evidence", "answered without re-watching"
-    elif traj.evidence_steps == 0:
+    elif not traj.evidence:
         traj.reason, traj.detail = "no_caption_evidence", "no action found anything in C_detail"
     elif traj.answer != mcq.answer:
         traj.reason, traj.detail = "wrong_answer", f"answered {traj.answer}, truth {mcq.answer}"
@@ -273,8 +242,7 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
 
 def evidence_steps(traj: Trajectory) -> list[CoTStep]:
     """The action steps whose observation came from the video (errors and misses left out)."""
-    return [s for s in traj.steps if s.action and not s.tool_error
-            and s.observation and not s.observation.startswith("No part of the video")]
+    return [traj.steps[i] for i in traj.evidence]
 
 
 def render_chain(steps: list[CoTStep], reasoning: list[str], conclusion: str, answer: str) -> str:
