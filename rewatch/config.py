@@ -98,6 +98,11 @@ class QAConfig(Section):
     filter_order: list[Literal["F1", "F2", "F3"]] = Field(
         default_factory=lambda: ["F1", "F3", "F2"])
     short_circuit: bool = True
+    # anchored: one M_qa call per target line (the C_detail lines the summary covers least),
+    # evidence known by construction, short prompts (small models); free: one call per video
+    # over the whole caption window, the model cites its evidence (strong models)
+    generation: Literal["anchored", "free"] = "anchored"
+    anchor_context_chars: int = Field(1500, ge=200)  # C_detail around the target line
     min_caption_lines: int = Field(2, ge=1)  # fewer C_detail lines: the video is rejected
     max_context_chars: int = Field(6000, ge=200)  # C_detail window shown to M_qa and the judge
     duplicate_similarity: float = Field(0.92, ge=0, le=1)  # audit: MiniLM cosine for near-dups

@@ -80,18 +80,27 @@ class Panel:
     questions: dict[str, list[Q]]  # caption marker (a word of its first line) -> questions
     same: dict[tuple[str, str], bool] = field(default_factory=dict)
     garbage_for: set[str] = field(default_factory=set)  # markers whose M_qa reply is not JSON
+    anchored: dict[str, Q | str] = field(default_factory=dict)  # target line text -> question
     calls: dict[str, int] = field(default_factory=dict)
 
     def _count(self, role: str) -> None:
         self.calls[role] = self.calls.get(role, 0) + 1
 
     def _find(self, prompt: str) -> Q:
-        hits = [q for qs in self.questions.values() for q in qs if q.question in prompt]
+        known = [q for qs in self.questions.values() for q in qs] + [
+            q for q in self.anchored.values() if isinstance(q, Q)]
+        hits = [q for q in known if q.question in prompt]
         assert hits, f"no scripted question in {prompt[:120]!r}"
         return max(hits, key=lambda q: len(q.question))
 
     def __call__(self, body: dict[str, Any]) -> str:
         prompt = body["messages"][0]["content"]
+        if "Target line:" in prompt:
+            self._count("generation")
+            line = re.search(r"Target line: \[[^]]*\] (.*)", prompt).group(1)
+            q = self.anchored.get(line, "not json at all")
+            return q if isinstance(q, str) else json.dumps(
+                {"question": q.question, "answer": q.answer})
         if "questions about small details" in prompt:
             self._count("generation")
             marker = next(m for m in self.questions if m in prompt)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from qa_scripted import (
     COUNT,
+    EVENTS,
     GOOD,
     LEAKY,
     NO_EVIDENCE,
@@ -28,7 +29,7 @@ from qa_scripted import (
 from rewatch.models.scripted_server import ScriptedTestServer
 from rewatch.schema import MCQRecord, QARecord
 from rewatch.synth.mcq import validate_mcq
-from rewatch.synth.qa import generate_qa, normalize_answer
+from rewatch.synth.qa import contrastive_targets, generate_qa, normalize_answer
 
 GOOD_NOISY = Q(GOOD.question, GOOD.answer, distractors=(
     "red", "Yellow", "blue", "red", "green", "purple", "yellow triangle", "orange"))
@@ -74,7 +75,7 @@ def run_stage(run, cfg, use_cache: bool = True) -> dict:
 def finished(tmp_path):
     p = panel()
     with ScriptedTestServer(p) as srv:
-        cfg = scripted_config(srv.base_url, questions_per_video=len(SHAPES))
+        cfg = scripted_config(srv.base_url, questions_per_video=len(SHAPES), generation="free")
         run = shapes_run(tmp_path / "run")
         counts = run_stage(run, cfg)
         yield run, cfg, counts, p, srv
@@ -189,3 +190,30 @@ def test_resume_after_losing_the_tail(finished):
     assert now[0] == lines[0] and len(now) == len(lines)
     assert sorted(MCQRecord.model_validate_json(x).id for x in now) == sorted(
         MCQRecord.model_validate_json(x).id for x in lines)
+
+
+def test_anchored_generation_targets_lines_the_summary_misses(tmp_path):
+    cap = shapes_caption("shapes")
+    targets = contrastive_targets(cap, 4)
+    # the first line ("dark green background") is what the summary already says
+    assert [t.text for t in targets] == [t for _a, _b, t in EVENTS[1:]]
+    roll = Q("What does the red circle do at 00:03?", "rolls right", evidence=("00:03",))
+    p = Panel({}, anchored={EVENTS[2][2]: roll, EVENTS[4][2]: GOOD, EVENTS[3][2]: COUNT})
+    with ScriptedTestServer(p) as srv:
+        cfg = scripted_config(srv.base_url, questions_per_video=4)
+        run = make_run(tmp_path / "run", [cap])
+        counts = run_stage(run, cfg)
+    accepted = {r["question"]: r for r in rows(run, "qa.jsonl")}
+    assert set(accepted) == {roll.question, GOOD.question, COUNT.question}
+    # evidence is the target line itself, the type comes from the configured list in turn
+    assert accepted[GOOD.question]["evidence"] == ["[00:08-00:10] " + EVENTS[4][2]]
+    types = cfg.synth.qa.question_types
+    got = [r["qtype"] for r in sorted(rows(run, "qa.jsonl") + [
+        r for r in rows(run, "rejected.jsonl") if r["stage"] == "qa"],
+        key=lambda r: (r.get("filters") or r)["generation"]["index"])]
+    start = types.index(got[0])
+    assert got == [types[(start + i) % len(types)] for i in range(4)]
+    bad = [r for r in rows(run, "rejected.jsonl") if r["stage"] == "qa"]
+    assert [(r["filter"], r["reason"]) for r in bad] == [("generation", "schema_error")]
+    assert bad[0]["evidence_lines"] == ["[00:02-00:03] " + EVENTS[1][2]]
+    assert counts["calls"]["generation"] == 4

@@ -22,7 +22,7 @@ from rewatch.config import Config
 from rewatch.models import Models, SchemaError
 from rewatch.schema import CaptionRecord, MCQRecord, QARecord
 from rewatch.store import JsonlFile, stable_id
-from rewatch.synth.qa import (
+from rewatch.synth.qa_filters import (
     answer_tokens,
     ask,
     caption_window,

@@ -1,0 +1,327 @@
+"""The triple filter of Stage 2 (paper section 2): F1 answer verification, F2 text-bias and F3
+summary-bias elimination by a probe panel, and answer equivalence M(Q) ≈ A.
+
+F1 keeps a question only if C_detail supports its answer. F2 asks the panel with no video
+information and keeps the question only if accuracy < theta_text; F3 gives the panel C_sum only
+and keeps it only if accuracy < theta_sum. Equivalence is a normalised exact match first; a
+judge decides only partial overlaps, and the method used is recorded with every answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from rewatch.config import Config, QAConfig
+from rewatch.models import ChatModel, Models, SchemaError
+from rewatch.schema import CaptionLine, CaptionRecord, mmss
+from rewatch.synth.tools import ArgumentError, content_words, parse_timestamp
+
+PROMPTS = Path(__file__).parent / "prompts"
+PROBE_PROMPTS = ("qa_probe_1.md", "qa_probe_2.md", "qa_probe_3.md")
+
+
+@cache
+def load_prompt(name: str) -> str:
+    """The text of a prompt file under synth/prompts/."""
+    return (PROMPTS / name).read_text(encoding="utf-8")
+
+
+# --- schemas of the model replies --------------------------------------------------------------
+Short = Annotated[str, Field(max_length=60)]
+
+
+
+class Verdict(BaseModel):
+    """F1: does C_detail support the answer?"""
+
+    supported: bool
+    reason: str = Field("", max_length=120)
+
+
+class ProbeAnswer(BaseModel):
+    """A probe's answer to an open question."""
+
+    answer: Short
+
+
+class SameAnswer(BaseModel):
+    """The equivalence judge: M(Q) ≈ A?"""
+
+    same: bool
+
+
+# --- answer equivalence ------------------------------------------------------------------------
+_NUMBERS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+_ARTICLES = {"a", "an", "the"}
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, punctuation and articles dropped, number words as digits."""
+    words = re.findall(r"[a-z0-9]+(?:\.[0-9]+)?", str(text).lower())
+    return " ".join(_NUMBERS.get(w, w) for w in words if w not in _ARTICLES)
+
+
+def answer_tokens(text: str) -> set[str]:
+    """Content words of an answer (stemmed, stopwords out, number words as digits)."""
+    return set(content_words(normalize_answer(text)))
+
+
+@dataclass
+class Match:
+    """Whether a probe's answer equals the reference, and how that was decided."""
+
+    same: bool
+    method: str  # exact | tokens | disjoint | empty | judge | judge_error
+
+
+async def answers_match(question: str, reference: str, candidate: str, judge: ChatModel,
+                        tally: Counter[str] | None = None) -> Match:
+    """M(Q) ≈ A: normalised exact match first; disjoint content words are a miss; the judge
+    decides only what is left (partial overlaps)."""
+    if not normalize_answer(candidate):
+        return Match(False, "empty")
+    if normalize_answer(candidate) == normalize_answer(reference):
+        return Match(True, "exact")
+    ref, cand = answer_tokens(reference), answer_tokens(candidate)
+    if ref and ref == cand:
+        return Match(True, "tokens")
+    if not ref & cand:
+        return Match(False, "disjoint")
+    prompt = load_prompt("qa_same_answer.md").format(question=question, reference=reference,
+                                                     candidate=candidate)
+    try:
+        reply = await ask(judge, prompt, SameAnswer, 16, tally, "equivalence")
+    except SchemaError:
+        return Match(False, "judge_error")
+    return Match(bool(reply.same), "judge")
+
+
+async def ask(model: ChatModel, prompt: str, schema: type[BaseModel], max_tokens: int,
+              tally: Counter[str] | None, what: str, *, seed: int | None = None,
+              temperature: float | None = None) -> Any:
+    """One schema-constrained call; `tally[what]` counts calls that reached the model."""
+    try:
+        reply = await model.chat([{"role": "user", "content": prompt}], schema=schema,
+                                 max_tokens=max_tokens, seed=seed, temperature=temperature)
+    except SchemaError:  # it reached the model (failed replies are never cached)
+        if tally is not None:
+            tally[what] += 1
+        raise
+    if tally is not None and not reply.cached:
+        tally[what] += 1
+    return reply.parsed
+
+
+# --- caption helpers ---------------------------------------------------------------------------
+def line_text(line: CaptionLine) -> str:
+    return f"[{mmss(line.start)}-{mmss(line.end)}] {line.text}"
+
+
+def caption_window(caption: CaptionRecord, max_chars: int, around: float | None = None) -> str:
+    """C_detail as prompt text, cut to a window of whole lines around `around` seconds (or from
+    the start) when the whole caption is longer than `max_chars`."""
+    lines = [line_text(c) for c in caption.detail]
+    if sum(len(x) + 1 for x in lines) <= max_chars:
+        return "\n".join(lines)
+    centre = 0
+    if around is not None:
+        centre = min(range(len(lines)), key=lambda i: abs(caption.detail[i].start - around))
+    lo = hi = centre
+    size = len(lines[centre][:max_chars]) + 1
+    while True:
+        grown = False
+        for j in (hi + 1, lo - 1):
+            if 0 <= j < len(lines) and not lo <= j <= hi and size + len(lines[j]) + 1 <= max_chars:
+                size += len(lines[j]) + 1
+                lo, hi = min(lo, j), max(hi, j)
+                grown = True
+        if not grown:
+            break
+    return "\n".join([lines[centre][:max_chars]] if lo == hi else lines[lo: hi + 1])
+
+
+def resolve_evidence(caption: CaptionRecord, stamps: list[str], per_stamp: int = 2
+                     ) -> list[CaptionLine]:
+    """The C_detail lines a candidate cites: lines whose span holds each cited time."""
+    found: list[CaptionLine] = []
+    for s in stamps:
+        try:
+            a, b = parse_timestamp(s)
+        except ArgumentError:
+            continue
+        if b > a:  # a span: lines that overlap it
+            hits = [c for c in caption.detail if c.start < b and a < c.end]
+        else:  # a point (MM:SS is rounded): lines holding it, half a second either side
+            hits = [c for c in caption.detail if c.start - 0.5 <= a <= c.end + 0.5]
+        hits.sort(key=lambda c: abs(c.start - a))
+        for c in hits[:per_stamp]:
+            if c not in found:
+                found.append(c)
+    return sorted(found, key=lambda c: c.start)
+
+
+# --- candidates and filter results -------------------------------------------------------------
+@dataclass
+class Candidate:
+    """One question from M_qa with its id and the caption lines it cites."""
+
+    id: str
+    gen_id: str
+    index: int
+    video_id: str
+    question: str
+    answer: str
+    qtype: str
+    stamps: list[str]
+    evidence: list[CaptionLine] = field(default_factory=list)
+
+
+@dataclass
+class FilterResult:
+    """A filter's verdict: passed or not, a short reason, and the evidence behind it."""
+
+    name: str
+    passed: bool
+    reason: str
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One panel member: a probe model asked through one prompt variant with one seed."""
+
+    model: str
+    prompt: str
+    seed: int
+    temperature: float
+
+
+def probe_panel(cfg: Config) -> list[Probe]:
+    """probes x probe_prompts members; past the 3 prompt files a variant repeats a prompt with
+    sampling (temperature 0.7) and its own seed."""
+    qa = cfg.synth.qa
+    return [Probe(m, PROBE_PROMPTS[k % len(PROBE_PROMPTS)], cfg.synth.seed + k,
+                  0.0 if k < len(PROBE_PROMPTS) else 0.7)
+            for m in qa.probes for k in range(qa.probe_prompts)]
+
+
+def panel_description(cfg: Config, models: Models) -> dict[str, Any]:
+    """What the panel is, said plainly (one model under several prompts is not several models)."""
+    panel = probe_panel(cfg)
+    names = sorted({models[p.model].name for p in panel})
+    note = (f"{len(panel)} members = {len(cfg.synth.qa.probes)} model(s) x "
+            f"{cfg.synth.qa.probe_prompts} prompt/seed variants")
+    if len(names) == 1 and len(panel) > 1:
+        note += f"; one model ({names[0]}) under several prompts, not independent models"
+    return {"members": [vars(p) | {"model_name": models[p.model].name} for p in panel],
+            "models": names, "note": note}
+
+
+def reject(stage: str, item_id: str, video_id: str, filt: str, reason: str,
+           **evidence: Any) -> dict[str, Any]:
+    """One rejected.jsonl line: stage, id, filter, reason and the evidence."""
+    return {"stage": stage, "id": item_id, "video_id": video_id, "filter": filt,
+            "reason": reason, **evidence}
+
+
+# --- the three filters -------------------------------------------------------------------------
+async def answer_verification(c: Candidate, caption: CaptionRecord, judge: ChatModel,
+                              qa: QAConfig, tally: Counter[str] | None = None) -> FilterResult:
+    """F1: the answer must be stated by C_detail. An answer sharing no word with C_detail is
+    rejected without a call; otherwise the judge reads the cited lines and their neighbourhood."""
+    detail_words = set(content_words(normalize_answer(" ".join(x.text for x in caption.detail))))
+    words = answer_tokens(c.answer)
+    if words and not words & detail_words:
+        return FilterResult("F1", False, "answer_not_in_caption",
+                            {"method": "lexical", "answer_words": sorted(words)})
+    detail = caption_window(caption, qa.max_context_chars, c.evidence[0].start)
+    prompt = load_prompt("qa_verify.md").format(
+        detail=detail, question=c.question, answer=c.answer,
+        evidence="; ".join(line_text(x) for x in c.evidence))
+    try:
+        v = await ask(judge, prompt, Verdict, 60, tally, "F1")
+    except SchemaError as e:
+        return FilterResult("F1", False, "judge_schema_error", {"method": "judge",
+                                                                "error": str(e)[:300]})
+    return FilterResult("F1", bool(v.supported), "supported" if v.supported else "unsupported",
+                        {"method": "judge", "judge_reason": v.reason})
+
+
+async def probe_accuracy(name: str, c: Candidate, context: str, theta: float, cfg: Config,
+                         models: Models, tally: Counter[str] | None = None) -> FilterResult:
+    """Ask the panel; keep the question only if accuracy < theta. With short_circuit the panel
+    stops as soon as enough members were right to reject (a kept question is always asked of
+    the whole panel)."""
+    qa = cfg.synth.qa
+    panel = probe_panel(cfg)
+    judge = models[qa.judge]
+    answers: list[dict[str, Any]] = []
+    right = valid = 0
+    for p in panel:
+        prompt = load_prompt(p.prompt).format(context=context, question=c.question)
+        try:
+            got = await ask(models[p.model], prompt, ProbeAnswer, 32, tally, name, seed=p.seed,
+                            temperature=p.temperature)
+        except SchemaError as e:
+            answers.append({"model": p.model, "prompt": p.prompt, "seed": p.seed,
+                            "error": str(e)[:200]})
+            continue
+        m = await answers_match(c.question, c.answer, got.answer, judge, tally)
+        valid += 1
+        right += m.same
+        answers.append({"model": p.model, "prompt": p.prompt, "seed": p.seed,
+                        "answer": got.answer, "correct": m.same, "method": m.method})
+        if qa.short_circuit and right >= theta * len(panel) and right > 0:
+            break
+    ev: dict[str, Any] = {"theta": theta, "answers": answers, "panel_size": len(panel),
+                          "asked": len(answers), "valid": valid, "right": right}
+    if valid == 0:
+        return FilterResult(name, False, "probe_schema_error", ev)
+    if len(answers) < len(panel):  # stopped early: even all-wrong remaining members keep it >=
+        acc = right / (valid + len(panel) - len(answers))
+        ev["accuracy_at_least"] = acc
+        return FilterResult(name, False, f"accuracy >= {acc:.2f} >= {theta} (short circuit)", ev)
+    acc = right / valid
+    ev["accuracy"] = acc
+    passed = acc < theta
+    return FilterResult(name, passed, "kept" if passed else f"accuracy {acc:.2f} >= {theta}", ev)
+
+
+async def text_bias_filter(c: Candidate, cfg: Config, models: Models,
+                           tally: Counter[str] | None = None) -> FilterResult:
+    """F2: the panel answers without any video information; keep if accuracy < theta_text."""
+    return await probe_accuracy("F2", c, "", cfg.synth.qa.theta_text, cfg, models, tally)
+
+
+async def summary_bias_filter(c: Candidate, summary: str, cfg: Config, models: Models,
+                              tally: Counter[str] | None = None) -> FilterResult:
+    """F3: the panel sees C_sum only; keep if accuracy < theta_sum."""
+    context = f"Summary of a video: {summary or '(none)'}\n"
+    return await probe_accuracy("F3", c, context, cfg.synth.qa.theta_sum, cfg, models, tally)
+
+
+async def triple_filter(c: Candidate, caption: CaptionRecord, cfg: Config, models: Models,
+                        tally: Counter[str] | None = None) -> list[FilterResult]:
+    """F1, F2, F3 in `filter_order`; with short_circuit the first rejection ends it."""
+    qa = cfg.synth.qa
+    results: list[FilterResult] = []
+    for name in qa.filter_order:
+        if name == "F1":
+            r = await answer_verification(c, caption, models[qa.judge], qa, tally)
+        elif name == "F2":
+            r = await text_bias_filter(c, cfg, models, tally)
+        else:
+            r = await summary_bias_filter(c, caption.summary, cfg, models, tally)
+        results.append(r)
+        if not r.passed and qa.short_circuit:
+            break
+    return results
+
