@@ -36,9 +36,9 @@ def _dump(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def minerva(tmp: Path, vids: list[str]) -> Path:
+def minerva(tmp: Path, vids: list[str], n: int = 6, name: str = "minerva.json") -> Path:
     rows = []
-    for i in range(6):
+    for i in range(n):
         rows.append({"key": f"m{i}", "video_id": vids[i % len(vids)],
                      "question": f"Which colour appears first in clip {i}?",
                      "answer": f"colour {i % 5}",
@@ -46,7 +46,7 @@ def minerva(tmp: Path, vids: list[str]) -> Path:
                      "answer_id": i % 5, "reasoning": "step 1; step 2",
                      "question type": ["counting", "temporal"][i % 2], "split": "test",
                      "category": ["short", "long"][i % 2]})
-    return _dump(tmp / "minerva.json", rows)
+    return _dump(tmp / name, rows)
 
 
 def holmes(tmp: Path, vids: list[str]) -> Path:
@@ -103,3 +103,22 @@ def vcr(tmp: Path, vids: list[str]) -> Path:
          "answer": "red", "reasoning": ["r"]},
     ]
     return _dump(tmp / "meta_info_video.json", rows)
+
+
+def captions(tmp: Path, videos: Path, vids: list[str]) -> Path:
+    """captions.jsonl for the fixture videos, written from what the generator drew (labelled as
+    such): what text-proxy mode feeds a text model instead of frames."""
+    from rewatch.schema import CaptionLine, CaptionRecord
+
+    lines = []
+    for v in vids:
+        path = (videos / f"{v}.mp4").resolve()
+        detail = [CaptionLine(start=0.0, end=1.5, text=f"black background; shapes of {v} appear"),
+                  CaptionLine(start=1.5, end=3.0, text="cut to a navy scene")]
+        rec = CaptionRecord(id=v, video_id=v, video_path=str(path), duration=3.0, detail=detail,
+                            summary=f"{v}: shapes over two scenes",
+                            captioner="fixture ground truth")
+        lines.append(rec.model_dump_json())
+    out = tmp / "captions.jsonl"
+    out.write_text("\n".join(lines) + "\n")
+    return out

@@ -1,0 +1,79 @@
+"""The report: the paper's layout, per-category tables, a chart, published rows labelled as
+such, and model text escaped in HTML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import eval_fixtures as fx
+import pytest
+
+from rewatch.eval.benchmarks import get_benchmark
+from rewatch.eval.report import COLUMNS, PUBLISHED, load_run, markdown, write_report
+from rewatch.eval.run import score_run, write_scores
+
+EVIL = "<script>alert('x')</script>"
+
+
+def fake_run(root: Path, bench: str, data: Path, videos: Path, replies: dict[str, str],
+             label: str) -> Path:
+    """A run directory as `rewatch eval run` leaves it, from hand-written replies."""
+    root.mkdir(parents=True)
+    (root / "meta.json").write_text(json.dumps({"bench": bench, "model": "m", "mode": "think",
+                                                "inputs": "frames", "label": label}))
+    with open(root / "predictions.jsonl", "w") as f:
+        for k, v in replies.items():
+            f.write(json.dumps({"id": k, "reply": v, "extracted": None if v == EVIL else "x",
+                                "how": "none"}) + "\n")
+    b = get_benchmark(bench)
+    write_scores(root, score_run(b, b.load(data, videos), root), {})
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    tmp = tmp_path_factory.mktemp("report")
+    videos = tmp / "videos"
+    vids = fx.make_videos(videos, n=2)
+    label = "ours <b>bold</b>"
+    return [
+        fake_run(tmp / "r1", "minerva", fx.minerva(tmp, vids), videos,
+                 {"m0": "A", "m1": "B", "m2": EVIL}, label),
+        fake_run(tmp / "r2", "cg-av-counting", fx.counting(tmp, vids), videos,
+                 {"0": "1", "1": "3", "2": "ten"}, label),
+        fake_run(tmp / "r3", "video-holmes", fx.holmes(tmp, vids), videos,
+                 {"vid0_q0": "<answer>A</answer>"}, "other"),
+    ]
+
+
+def test_markdown_has_the_paper_layout(runs: list[Path]) -> None:
+    md = markdown([load_run(r) for r in runs])
+    header = "| Model | VCR-Bench | MINERVA | Video Holmes | VideoMathQA | CG-AV-Counting | Avg |"
+    assert header in md
+    # minerva 2/6 = 33.33, counting 1/5 = 20.00; partial rows get Avg* over what is there
+    assert "| ours <b>bold</b> | – | 33.33 | – | – | 20.00 | 26.67* |" in md
+    assert "| other | – | – | 14.29 | – | – | 14.29* |" in md
+    # the published rows, every one labelled, with the paper's average
+    assert "| ReWatch-R1 + O&R [published] | 40.43 | 36.05 | 43.88 | 31.67 | 25.51 | 35.51 |" in md
+    assert md.count("[published]") == len(PUBLISHED) + 1  # + the note under the table
+    assert "not measured by this tool" in md
+    assert "| question_type |" in md and "oboa" in md and "1 no answer" in md
+    assert "[published]" not in markdown([load_run(r) for r in runs], published=False)
+    assert len(COLUMNS) == 5
+
+
+def test_html_escapes_and_chart(runs: list[Path], tmp_path: Path) -> None:
+    paths = write_report(runs, tmp_path / "rep")
+    page = paths["html"].read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page  # the reply, escaped
+    assert "<b>bold</b>" not in page and "ours &lt;b&gt;bold&lt;/b&gt;" in page
+    assert "Content-Security-Policy" in page and 'src="scores.png"' in page
+    assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["chart"].stat().st_size > 5000
+    assert "![scores](scores.png)" in paths["markdown"].read_text()
+
+
+def test_report_needs_scores(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="rewatch eval"):
+        load_run(tmp_path)
