@@ -86,3 +86,11 @@ def test_prose_that_states_an_unobserved_video_fact_is_rejected():
 
 def test_a_chain_without_actions_is_rejected():
     assert check("It is red.\n<answer>B</answer>").reason == "no_actions"
+
+
+def test_a_kept_chain_has_full_format_reward():
+    from rewatch.reward.parse import parse_response
+
+    parsed = parse_response(chain())
+    assert parsed.fmt == 1.0 and parsed.answer == "B"
+    assert [s.action for s in parsed.steps] == [s.action for s in TRAJ[:2]]
