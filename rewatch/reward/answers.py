@@ -27,7 +27,6 @@ _ONES = {w: i for i, w in enumerate(
 _TENS = {w: 10 * i for i, w in enumerate(
     "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "_"}
 _SCALES = {"hundred": 100, "thousand": 1000}
-_NUMBER_WORDS = {**_ONES, **_TENS, **_SCALES, "a": -1, "and": -1}
 
 
 def _norm(text: str) -> str:
@@ -81,25 +80,35 @@ def choice_letter(answer: str, options: dict[str, str] | None = None) -> tuple[s
 
 
 def _word_numbers(words: list[str]) -> list[int]:
-    """Numbers written in words ("seven", "twenty-one", "one hundred and five")."""
+    """Numbers written in words ("seven", "twenty-one", "one hundred and five"); two numbers
+    side by side ("six and eight", "seven eight") stay two numbers."""
     found: list[int] = []
-    total, current, active = 0, 0, False
-    for w in [*words, "."]:
-        v = _NUMBER_WORDS.get(w)
-        if v is None or (v == -1 and not active):
-            if active:
-                found.append(total + current)
-            total, current, active = 0, 0, False
-            continue
-        if v == -1:
-            continue
-        if w in _SCALES:
-            current = max(current, 1) * v
-            if v >= 1000:
+    total = current = 0
+    last = ""  # "", "ones", "tens" or "scale": the kind of the previous number word
+    for i, w in enumerate([*words, "."]):
+        if w == "a" and i + 1 < len(words) and words[i + 1] in _SCALES:
+            w = "one"
+        if w in _SCALES and last:
+            current = max(current, 1) * _SCALES[w]
+            if _SCALES[w] >= 1000:
                 total, current = total + current, 0
-        else:
+            last = "scale"
+            continue
+        if w == "and" and last == "scale":
+            continue
+        v = _ONES.get(w, _TENS.get(w))
+        kind = "ones" if w in _ONES else "tens"
+        if v is not None:
+            joins = last == "scale" or (last == "tens" and kind == "ones" and 0 < v < 10)
+            if last and not joins:
+                found.append(total + current)
+                total = current = 0
             current += v
-        active = True
+            last = kind
+            continue
+        if last:
+            found.append(total + current)
+        total, current, last = 0, 0, ""
     return found
 
 

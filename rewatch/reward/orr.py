@@ -235,9 +235,16 @@ def score_rules(response: str, answer: str, options: Any = None,
 async def score_many(items: Iterable[Mapping[str, Any]], *, judge: RewardJudge | ChatModel | None,
                      weights: RewardWeights = RewardWeights(), concurrency: int = 32,
                      max_steps: int = MAX_STEPS) -> list[RewardBreakdown]:
-    """Score many `{response, answer, question, caption[, options]}` items concurrently."""
+    """Score many `{response, answer, question, caption[, options]}` items concurrently;
+    identical items (a GRPO group often repeats a completion) are scored once."""
     rj = _as_judge(judge)
     sem = asyncio.Semaphore(concurrency)
+    items = list(items)
+    keys = [repr((i.get("response"), str(i.get("answer", "")), i.get("question"),
+                  i.get("caption"), normalize_options(i.get("options")))) for i in items]
+    first: dict[str, int] = {}
+    for n, k in enumerate(keys):
+        first.setdefault(k, n)
 
     async def one(item: Mapping[str, Any]) -> RewardBreakdown:
         async with sem:
@@ -247,4 +254,7 @@ async def score_many(items: Iterable[Mapping[str, Any]], *, judge: RewardJudge |
                                options=item.get("options") or None, weights=weights,
                                max_steps=max_steps)
 
-    return list(await asyncio.gather(*(one(i) for i in items)))
+    unique = list(first.values())
+    scored = dict(zip(unique, await asyncio.gather(*(one(items[n]) for n in unique)),
+                      strict=True))
+    return [scored[first[k]] for k in keys]
