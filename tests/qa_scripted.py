@@ -6,6 +6,7 @@ ScriptedTestServer, so each filter's accept/reject decision is known in advance.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from rewatch.models import Models
 from rewatch.models.cache import ResponseCache
 from rewatch.schema import CaptionLine, CaptionRecord
 from rewatch.store import RunDir
+from rewatch.synth.qa import generate_qa
 
 EVENTS = [  # what happens in the synthetic clip, second by second
     (0, 2, "a dark green background, nothing moves"),
@@ -82,6 +84,7 @@ class Panel:
     garbage_for: set[str] = field(default_factory=set)  # markers whose M_qa reply is not JSON
     anchored: dict[str, Q | str] = field(default_factory=dict)  # target line text -> question
     calls: dict[str, int] = field(default_factory=dict)
+    mcq_choice: str = "A"  # what the panel picks on a multiple-choice item without the video
 
     def _count(self, role: str) -> None:
         self.calls[role] = self.calls.get(role, 0) + 1
@@ -95,6 +98,9 @@ class Panel:
 
     def __call__(self, body: dict[str, Any]) -> str:
         prompt = body["messages"][0]["content"]
+        if "Choose one option." in prompt:
+            self._count("mcq_probe")
+            return json.dumps({"answer": self.mcq_choice})
         if "Target line:" in prompt:
             self._count("generation")
             line = re.search(r"Target line: \[[^]]*\] (.*)", prompt).group(1)
@@ -153,3 +159,46 @@ def models_for(cfg: Config, run: RunDir | None = None) -> Models:
 
 def rows(run: RunDir, name: str) -> list[dict[str, Any]]:
     return list(run.file(name).read())
+
+
+GOOD_NOISY = Q(GOOD.question, GOOD.answer, distractors=(
+    "red", "Yellow", "blue", "red", "green", "purple", "yellow triangle", "orange"))
+JUDGED_SAME = Q("What colour is the triangle that appears at 00:08?", "yellow",
+                text="yellow shape")
+FEW = Q("What does the red circle do after it appears?", "rolls right", qtype="action",
+        evidence=("00:03",), distractors=("rolls right", "jumps", "Jumps"))
+COUNT_CHECKED = Q(COUNT.question, COUNT.answer, qtype="counting", evidence=COUNT.evidence,
+                  distractors=COUNT.distractors, also_correct=(1,))
+DUPLICATE = Q(GOOD.question, "yellow triangle")
+SHAPES = [GOOD_NOISY, SUMMARY_BIASED, TEXT_BIASED, WRONG_LEXICAL, WRONG_JUDGED, NO_EVIDENCE,
+          LEAKY, DUPLICATE, COUNT_CHECKED, JUDGED_SAME, FEW]
+
+
+def shapes_run(tmp: Path) -> RunDir:
+    """The hand-made caption plus three bad inputs: garbage from M_qa, empty, one line."""
+    captions = [
+        shapes_caption("shapes"),
+        shapes_caption("garbage", [(0, 2, "a purple hexagon spins"), (2, 4, "it stops")]),
+        shapes_caption("empty", []),
+        shapes_caption("oneline", [(0, 4, "a white dot")]),
+    ]
+    return make_run(tmp, captions)
+
+
+def panel() -> Panel:
+    """The scripted roles for SHAPES (and a video whose M_qa reply is not JSON)."""
+    return Panel({"dark green background": SHAPES, "purple hexagon": [GOOD]},
+                 same={("yellow", "yellow shape"): True}, garbage_for={"purple hexagon"})
+
+
+def run_stage(run: RunDir, cfg: Config, use_cache: bool = True) -> dict[str, Any]:
+    """generate_qa once, with a fresh Models (and the run's cache unless use_cache is off)."""
+    models = models_for(cfg, run if use_cache else None)
+
+    async def go() -> dict[str, Any]:
+        try:
+            return await generate_qa(run, cfg, models)
+        finally:
+            await models.aclose()
+
+    return asyncio.run(go())

@@ -3,16 +3,16 @@ with a reason, MCQ items are well formed, and a rerun asks no model anything aga
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
 import pytest
 from qa_scripted import (
     COUNT,
     EVENTS,
+    FEW,
     GOOD,
+    JUDGED_SAME,
     LEAKY,
     NO_EVIDENCE,
+    SHAPES,
     SUMMARY_BIASED,
     TEXT_BIASED,
     WRONG_JUDGED,
@@ -20,55 +20,18 @@ from qa_scripted import (
     Panel,
     Q,
     make_run,
-    models_for,
+    panel,
     rows,
+    run_stage,
     scripted_config,
     shapes_caption,
+    shapes_run,
 )
 
 from rewatch.models.scripted_server import ScriptedTestServer
 from rewatch.schema import MCQRecord, QARecord
 from rewatch.synth.mcq import validate_mcq
-from rewatch.synth.qa import contrastive_targets, generate_qa, normalize_answer
-
-GOOD_NOISY = Q(GOOD.question, GOOD.answer, distractors=(
-    "red", "Yellow", "blue", "red", "green", "purple", "yellow triangle", "orange"))
-JUDGED_SAME = Q("What colour is the triangle that appears at 00:08?", "yellow",
-                text="yellow shape")
-FEW = Q("What does the red circle do after it appears?", "rolls right", qtype="action",
-        evidence=("00:03",), distractors=("rolls right", "jumps", "Jumps"))
-COUNT_CHECKED = Q(COUNT.question, COUNT.answer, qtype="counting", evidence=COUNT.evidence,
-                  distractors=COUNT.distractors, also_correct=(1,))
-DUPLICATE = Q(GOOD.question, "yellow triangle")
-SHAPES = [GOOD_NOISY, SUMMARY_BIASED, TEXT_BIASED, WRONG_LEXICAL, WRONG_JUDGED, NO_EVIDENCE,
-          LEAKY, DUPLICATE, COUNT_CHECKED, JUDGED_SAME, FEW]
-
-
-def shapes_run(tmp: Path):
-    captions = [
-        shapes_caption("shapes"),
-        shapes_caption("garbage", [(0, 2, "a purple hexagon spins"), (2, 4, "it stops")]),
-        shapes_caption("empty", []),
-        shapes_caption("oneline", [(0, 4, "a white dot")]),
-    ]
-    return make_run(tmp, captions)
-
-
-def panel() -> Panel:
-    return Panel({"dark green background": SHAPES, "purple hexagon": [GOOD]},
-                 same={("yellow", "yellow shape"): True}, garbage_for={"purple hexagon"})
-
-
-def run_stage(run, cfg, use_cache: bool = True) -> dict:
-    models = models_for(cfg, run if use_cache else None)
-
-    async def go() -> dict:
-        try:
-            return await generate_qa(run, cfg, models)
-        finally:
-            await models.aclose()
-
-    return asyncio.run(go())
+from rewatch.synth.qa import contrastive_targets, normalize_answer
 
 
 @pytest.fixture()

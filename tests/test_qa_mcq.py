@@ -1,0 +1,70 @@
+"""Multiple-choice reformulation: letter balance over many items, option placement, the checks
+that reject malformed items, and distractor cleaning."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from rewatch.store import JsonlFile, stable_id
+from rewatch.synth.mcq import (
+    LetterBalancer,
+    clean_distractors,
+    letters_for,
+    place_options,
+    validate_mcq,
+)
+
+
+def test_letters_balanced_over_1000_items(tmp_path):
+    """1000 items in groups of 1-4 per question: every letter within one of n/5."""
+    rng = random.Random(7)
+    bal = LetterBalancer(5, seed=3)
+    answers = []
+    made = 0
+    while made < 1000:
+        qid = stable_id("q", made)
+        for j in range(min(rng.randint(1, 4), 1000 - made)):
+            iid = stable_id(qid, j)
+            letter = bal.choose(iid)
+            distractors = [f"wrong {k} of {made}" for k in range(4)]
+            opts = place_options(f"right {made}", distractors, letter, iid)
+            assert validate_mcq(opts, letter, 5) is None
+            assert opts[letter] == f"right {made}"
+            answers.append(letter)
+            made += 1
+    counts = Counter(answers)
+    assert sorted(counts) == list("ABCDE")
+    assert max(counts.values()) - min(counts.values()) <= 1
+    # a rerun picks up the balance from mcq.jsonl (here: a file skewed towards A)
+    f = JsonlFile(tmp_path / "mcq.jsonl")
+    for i in range(10):
+        f.append({"id": str(i), "answer": "A"})
+    again = LetterBalancer.from_file(f, 5)
+    picks = Counter(again.choose(str(i)) for i in range(40))
+    assert picks["A"] == 0 and all(picks[x] == 10 for x in "BCDE")
+
+
+def test_placement_is_seeded_and_varies():
+    distractors = ["red", "blue", "green", "pink"]
+    a = place_options("yellow", distractors, "C", "item-1", seed=0)
+    assert a == place_options("yellow", distractors, "C", "item-1", seed=0)
+    orders = {tuple(place_options("yellow", distractors, "C", f"item-{i}").values())
+              for i in range(30)}
+    assert len(orders) > 5 and all(o[2] == "yellow" for o in orders)
+
+
+def test_malformed_items_are_named():
+    assert validate_mcq({"A": "red", "B": "blue"}, "C").startswith("answer_not_among_options")
+    assert validate_mcq({"A": "red", "B": "Red!"}, "A").startswith("duplicate_options")
+    assert validate_mcq({"A": "red", "C": "blue"}, "A").startswith("letters_not_in_order")
+    assert validate_mcq({"A": "red", "B": " "}, "A") == "empty_option"
+    assert validate_mcq({"A": "red", "B": "blue"}, "A", 5).startswith("wrong_option_count")
+    assert validate_mcq(dict(zip(letters_for(3), ["1", "2", "3"], strict=True)), "B") is None
+
+
+def test_distractor_cleaning():
+    kept, dropped = clean_distractors("two", ["2", "three", "Three", "two circles", "", "four"])
+    assert kept == ["three", "four"]
+    assert [d["reason"] for d in dropped] == ["equals_answer", "duplicate", "overlaps_answer",
+                                               "empty"]
