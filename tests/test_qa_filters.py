@@ -31,7 +31,12 @@ from qa_scripted import (
 from rewatch.models.scripted_server import ScriptedTestServer
 from rewatch.schema import MCQRecord, QARecord
 from rewatch.synth.mcq import validate_mcq
-from rewatch.synth.qa import contrastive_targets, normalize_answer
+from rewatch.synth.qa import (
+    answer_hint,
+    answer_tokens,
+    contrastive_targets,
+    normalize_answer,
+)
 
 
 @pytest.fixture()
@@ -180,3 +185,16 @@ def test_anchored_generation_targets_lines_the_summary_misses(tmp_path):
     assert [(r["filter"], r["reason"]) for r in bad] == [("generation", "schema_error")]
     assert bad[0]["evidence_lines"] == ["[00:02-00:03] " + EVENTS[1][2]]
     assert counts["calls"]["generation"] == 4
+
+
+def test_answer_hint_is_a_detail_the_summary_lacks():
+    cap = shapes_caption("shapes", summary="A red circle and blue squares move around.")
+    hints = [answer_hint(cap, line) for line in cap.detail]
+    assert all(h and not answer_tokens(h) & answer_tokens(cap.summary) for h in hints)
+    assert hints[4] == "triangle"  # the longest word of that line the summary lacks
+    # words in most lines are the caption's template, never the hint
+    tagged = shapes_caption("tags", [(i, i + 1, f"tags: colours: navy {90 + i}%; {w} appears")
+                                     for i, w in enumerate(["jellyfish", "bubble", "taxicab",
+                                                            "bridge"])], summary="")
+    assert [answer_hint(tagged, x) for x in tagged.detail] == ["jellyfish", "bubble", "taxicab",
+                                                               "bridge"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
@@ -104,14 +105,35 @@ def target_types(caption: CaptionRecord, qa: QAConfig, n: int, seed: int = 0) ->
     return [qa.question_types[(off + i) % len(qa.question_types)] for i in range(n)]
 
 
+def answer_hint(caption: CaptionRecord, line: CaptionLine, seed: int = 0) -> str | None:
+    """A word of the target line that C_sum lacks and few other lines share (words in over half
+    the lines are the caption's template, not a detail); longer words first, ties by a seeded
+    draw. Digits are left out: in captions they are mostly shares and scores."""
+    summary_words = answer_tokens(caption.summary)
+    others = [answer_tokens(x.text) for x in caption.detail]
+    common = {w for w in set().union(*others)
+              if len(others) >= 4 and sum(w in o for o in others) > len(others) / 2}
+    words: list[str] = []
+    for w in re.findall(r"[A-Za-z]+", line.text):
+        tok = answer_tokens(w)
+        if tok and not tok & (summary_words | common) and w not in words:
+            words.append(w)
+    if not words:
+        return None
+    rng = random.Random(stable_id("hint", seed, caption.id, line.start, line.text))
+    return max(words, key=lambda w: (min(len(w), 8), rng.random()))
+
+
 async def anchored_generation(caption: CaptionRecord, line: CaptionLine, qtype: str,
-                              generator: ChatModel, qa: QAConfig,
+                              generator: ChatModel, qa: QAConfig, seed: int = 0,
                               tally: Counter[str] | None = None) -> dict[str, Any]:
     """M_qa(C_detail, C_sum) on one target line: a question of `qtype` whose answer is in that
     line and not in the summary; the evidence is the line. Raises SchemaError."""
+    hint = answer_hint(caption, line, seed) if qa.answer_hint else None
     prompt = load_prompt("qa_generate_anchored.md").format(
         context=caption_window(caption, qa.anchor_context_chars, line.start),
-        summary=caption.summary or "(none)", line=line_text(line), qtype=qtype)
+        summary=caption.summary or "(none)", line=line_text(line), qtype=qtype,
+        hint=f'Suggested answer: "{hint}"\n' if hint else "")
     got = await ask(generator, prompt, AnchoredQuestion, 120, tally, "generation")
     return {"question": got.question, "answer": got.answer, "qtype": qtype,
             "evidence": [f"{mmss(line.start)}-{mmss(line.end)}"], "line": line}
@@ -152,7 +174,8 @@ def generation_id(caption: CaptionRecord, cfg: Config) -> str:
     mode_prompt = "qa_generate.md" if qa.generation == "free" else "qa_generate_anchored.md"
     return stable_id(STAGE, caption.id, cfg.models[qa.generator].model_dump(), qa.generation,
                      qa.question_types, qa.questions_per_video, qa.max_context_chars,
-                     qa.anchor_context_chars, cfg.synth.seed, load_prompt(mode_prompt))
+                     qa.anchor_context_chars, qa.answer_hint, cfg.synth.seed,
+                     load_prompt(mode_prompt))
 
 
 def generation_index(rec: QARecord) -> int:
@@ -248,7 +271,8 @@ async def generate_qa(run: RunDir, cfg: Config, models: Models, progress: Any = 
                 return stamp | {"decided": True}
             try:
                 async with sem:
-                    return await anchored_generation(caption, line, qtype, generator, qa, tally)
+                    return await anchored_generation(caption, line, qtype, generator, qa,
+                                                     cfg.synth.seed, tally)
             except SchemaError as e:
                 return stamp | {"error": str(e)[:500]}
 
