@@ -142,6 +142,12 @@ CASES = [
     Case("half the observations fake",
          good(step=f"{STEP}\n{ACT}\n<observation>The man drops a knife.</observation>"),
          full(1, 0.5, 1, 1)),
+    Case("worked example from docs/reward.md",
+         "I re-watch the table scene.\n" + STEP + "\nI also check the start.\n"
+         '<action>segment_query("00:02")</action>\n'
+         "<observation>The man drops a knife.</observation>\n"
+         "So he picks up the red cup.\n<answer>B</answer>", {**full(1, 0.5, 1, 1), "overall": 3.5},
+         calls=3),
     Case("identical steps judged once", good(step="\n".join([STEP] * 3)), full(1, 1, 1, 1),
          calls=2),
     Case("empty answer", good(" "), skipped(0), "empty_answer"),
