@@ -111,8 +111,8 @@ class ORReward:
     def _trl_batch(self, completions: Sequence[Any], kwargs: Mapping[str, Any]) -> \
             list[RewardBreakdown]:
         items = [_trl_item(completions, kwargs, i) for i in range(len(completions))]
-        key = tuple((it["response"], it["answer"], it["question"], it["caption"])
-                    for it in items)
+        key = tuple((it["response"], it["answer"], it["question"], it["caption"],
+                     repr(it["options"])) for it in items)
         memo = self._memo
         if memo is not None and memo[0] == key:
             return memo[1]  # the other component functions of the same TRL step

@@ -183,9 +183,11 @@ def build_judge(cfg: Any, choice: str = "config", cache: Any = None) -> RewardJu
         models = Models(cfg, cache)
         return RewardJudge(models[r.judge], models[r.infer], **kw)
     if choice == "embedded":
-        return RewardJudge(build_model(ModelSpec(backend="embedded"), cache), **kw)
+        return RewardJudge(build_model(ModelSpec.model_validate({"backend": "embedded"}), cache),
+                           **kw)
     if choice.startswith(("http://", "https://")):
         base = cfg.models[r.judge]
-        spec = ModelSpec(**{**base.model_dump(), "backend": "openai", "base_url": choice})
+        spec = ModelSpec.model_validate({**base.model_dump(), "backend": "openai",
+                                         "base_url": choice})
         return RewardJudge(build_model(spec, cache), **kw)
     raise ValueError(f"--judge must be none, embedded, config or an http(s) URL, not {choice!r}")
