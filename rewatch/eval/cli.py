@@ -58,13 +58,14 @@ def _model_entry(cfg, model: str, served: str | None) -> str:  # type: ignore[no
     from rewatch.config import ModelSpec
 
     if model == "embedded":
-        cfg.models["eval_model"] = ModelSpec(backend="embedded", max_tokens=cfg.eval.max_tokens)
+        cfg.models["eval_model"] = ModelSpec.model_validate(
+            {"backend": "embedded", "max_tokens": cfg.eval.max_tokens})
         return "eval_model"
     if model.startswith(("http://", "https://")):
         name = served or _served_model(model)
-        cfg.models["eval_model"] = ModelSpec(backend="openai", base_url=model, model=name,
-                                             concurrency=cfg.eval.concurrency,
-                                             max_tokens=cfg.eval.max_tokens)
+        cfg.models["eval_model"] = ModelSpec.model_validate(
+            {"backend": "openai", "base_url": model, "model": name,
+             "concurrency": cfg.eval.concurrency, "max_tokens": cfg.eval.max_tokens})
         return "eval_model"
     if model not in cfg.models:
         console.print(f"[red]--model {model!r}: not 'embedded', a URL, or a name in models "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,7 +208,7 @@ def html_report(runs: list[RunScores], chart: str | None, published: bool = True
             "<h1>Evaluation report</h1>" + "\n".join(body) + "</body></html>\n")
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path, published: bool = True
+def write_report(run_dirs: Sequence[str | Path], out: str | Path, published: bool = True
                  ) -> dict[str, Path]:
     """report.md, report.html and scores.png under `out`."""
     runs = [load_run(d) for d in run_dirs]

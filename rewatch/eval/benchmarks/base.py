@@ -111,13 +111,16 @@ def need(row: dict[str, Any], key: str, where: str) -> Any:
 
 # --- scoring -------------------------------------------------------------------------------
 
+Status = Literal["answered", "no_answer", "missing", "unjudged"]
+
+
 @dataclass
 class Outcome:
     """How one item (or one multi-binary group) was judged."""
 
     id: str
     correct: bool
-    status: Literal["answered", "no_answer", "missing", "unjudged"]
+    status: Status
     predicted: str | None
     categories: dict[str, str]
     error: float | None = None  # |pred - gt| for counting

@@ -21,6 +21,7 @@ from rewatch.eval.benchmarks.base import (
     BenchScore,
     EvalItem,
     Outcome,
+    Status,
     choice_outcome,
     find_video,
     load_rows,
@@ -126,8 +127,9 @@ class VideoMathQAMultiBinary(_VideoMathQABase):
             groups.setdefault(it.group or it.id, []).append(choice_outcome(it, replies.get(it.id)))
         outcomes = []
         for gid, outs in groups.items():
-            status = ("missing" if any(o.status == "missing" for o in outs) else
-                      "no_answer" if any(o.status == "no_answer" for o in outs) else "answered")
+            status: Status = (
+                "missing" if any(o.status == "missing" for o in outs) else
+                "no_answer" if any(o.status == "no_answer" for o in outs) else "answered")
             outcomes.append(Outcome(gid, all(o.correct for o in outs), status,
                                     "".join(o.predicted or "-" for o in outs), outs[0].categories))
         score = summarize(self.name, outcomes, self.breakdown_keys, metric="mbin accuracy")
