@@ -18,7 +18,7 @@ import sys
 import time
 
 from rewatch.models.openai_compat import OpenAIChatModel
-from rewatch.reward.judges import RewardJudge
+from rewatch.reward.judges import RewardJudge, Verdict
 from rewatch.reward.orr import score_many, score_rules
 
 OPTIONS = {"A": "a blue plate", "B": "a red cup", "C": "a green bottle", "D": "a knife"}
@@ -75,8 +75,8 @@ async def bench_full(n: int, latency: float, concurrency: int) -> None:
         calls = model.stats["calls"] - before
         # the same number of bare chat calls, side by side: what the machine allows right now
         t1 = time.perf_counter()
-        await asyncio.gather(*(model.chat([{"role": "user", "content": f"raw {i}"}])
-                               for i in range(calls)))
+        await asyncio.gather(*(model.chat([{"role": "user", "content": f"raw {i}"}],
+                                          schema=Verdict) for i in range(calls)))
         raw = time.perf_counter() - t1
         await model.aclose()
     finally:
@@ -89,7 +89,7 @@ async def bench_full(n: int, latency: float, concurrency: int) -> None:
           f"{concurrency} calls in flight:")
     print(f"  judge calls {calls}; elapsed {dt:.2f} s; ideal bound {ideal:.2f} s; "
           f"ratio ideal/elapsed = {ideal / dt:.3f} (goal >= 0.90); failed {failed}")
-    print(f"  the same {calls} calls as bare chats: {raw:.2f} s; ratio O&R/bare = "
+    print(f"  the same {calls} calls as bare schema chats: {raw:.2f} s; ratio O&R/bare = "
           f"{raw / dt:.3f} (the reward's own overhead; 1.0 = none)")
     print(f"  r_acc = 0 short-circuit: {sum(b.judge_skipped for b in out)} of {n} samples "
           f"skipped, {saved} judge calls saved ({saved / max(1, saved + calls):.0%} of all)")
