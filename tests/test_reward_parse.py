@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewatch.reward.answers import answer_kind, parse_count, rule_accuracy
-from rewatch.reward.orr import score_rules
+from rewatch.reward.orr import score, score_rules
 from rewatch.reward.parse import ParsedResponse, parse_response
 
 GOOD = ("<think>I should look at the start.</think>First I re-watch the opening.\n"
@@ -122,6 +122,21 @@ def test_counts(text: str, value: int) -> None:
 @pytest.mark.parametrize("text", ["7 or 8", "between six and eight", "7.5", "many", ""])
 def test_counts_rejected(text: str) -> None:
     assert parse_count(text)[0] is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200), st.sampled_from(["B", "7", "a red cup", "(C)", "zero"]),
+       st.one_of(st.none(), st.just({"A": "x", "B": "y"}), st.just(["x", "y", "z"])))
+def test_rule_scoring_is_total(answer: str, truth: str, options: object) -> None:
+    b = score_rules(f"<answer>{answer}</answer>", truth, options)
+    assert b.acc in (0.0, 1.0, None) and b.fmt in (0.0, 1.0)
+    if b.acc == 0.0:
+        assert b.overall == b.fmt  # w_fmt · r_fmt when the answer is wrong
+
+
+async def test_missing_ground_truth_is_a_failure_not_a_zero() -> None:
+    b = await score(GOOD, answer="", caption="", question="", judge=None)
+    assert b.failed and b.overall is None and "no_ground_truth" in b.problems
 
 
 def test_free_form_needs_a_judge() -> None:
