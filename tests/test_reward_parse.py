@@ -105,6 +105,12 @@ def test_one_megabyte_inputs_are_fast_and_total(text: str) -> None:
     assert p.fmt == 0.0
 
 
+def test_problem_list_is_capped() -> None:
+    p = parse_response("<ANSWER>" * 1000)
+    # 1000 malformed tags + multiple_answers = 1001 problems
+    assert len(p.problems) == 21 and p.problems[-1] == "more: 981 further problems"
+
+
 def test_answer_kinds() -> None:
     assert answer_kind("B") == "choice"
     assert answer_kind("7") == "count" and answer_kind("seven") == "count"

@@ -172,11 +172,12 @@ def _trl_item(completions: Sequence[Any], kw: Mapping[str, Any], i: int) -> dict
         return None
 
     extra = col("extra_info") or {}
-    reward_model = col("reward_model") or {}
+    answer = col("answer", "ground_truth", "solution")
+    if answer is None:
+        answer = (col("reward_model") or {}).get("ground_truth")
     return {
         "response": _text(completions[i]),
-        "answer": str(col("answer", "ground_truth", "solution")
-                      or reward_model.get("ground_truth", "")),
+        "answer": "" if answer is None else str(answer),
         "question": str(col("question") or extra.get("question", "")),
         "caption": str(col("caption") or extra.get("caption", "")),
         "options": col("options") or extra.get("options") or None,

@@ -168,7 +168,7 @@ async def score(response: str, *, answer: str, caption: str, question: str,
     b = RewardBreakdown(overall=None, acc=None, obs=None, rea=None, fmt=parsed.fmt,
                         n_steps=parsed.n_steps, answer=parsed.answer,
                         problems=list(parsed.problems))
-    if not str(answer).strip():
+    if answer is None or not str(answer).strip():
         b.failed, b.error = True, "no ground-truth answer: the input line needs `answer`"
         b.problems.append("no_ground_truth")
         return b

@@ -22,6 +22,7 @@ LEAVES = frozenset({"action", "observation", "answer"})
 _ANY_TAG = re.compile(r"<\s*(/?)\s*(think|action|observation|answer)\b([^<>]*)>", re.I)
 MAX_CHARS = 32_000  # longer responses are a format problem (padding attacks)
 MAX_STEPS = 32  # more (action, observation) pairs than this is a format problem
+MAX_PROBLEMS = 20  # problems listed one by one; the rest are counted
 
 
 @dataclass
@@ -196,6 +197,9 @@ def parse_response(text: object, *, max_chars: int = MAX_CHARS,
         out.problems.append(f"too_many_steps: {len(out.steps)} action/observation pairs "
                             f"(limit {max_steps})")
     _final_answer(text, elements, out)
+    if len(out.problems) > MAX_PROBLEMS:  # tag soup: keep the report readable
+        extra = len(out.problems) - MAX_PROBLEMS
+        out.problems = [*out.problems[:MAX_PROBLEMS], f"more: {extra} further problems"]
     return out
 
 
