@@ -148,18 +148,21 @@ def bar_chart(runs: list[RunScores], path: str | Path, published: bool = True) -
     import matplotlib.pyplot as plt
 
     rows = table_rows(runs, published)
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=100)
     width = 0.8 / max(1, len(rows))
     for i, (label, vals, pub) in enumerate(rows):
-        xs = [j + i * width for j in range(len(COLUMNS))]
-        ax.bar(xs, [v if v is not None else 0 for v in vals], width, label=label,
-               hatch="//" if pub else None, alpha=0.55 if pub else 0.95)
+        xs = [j + i * width for j, v in enumerate(vals) if v is not None]  # absent: no bar
+        ys = [v for v in vals if v is not None]
+        bars = ax.bar(xs, ys, width, label=label, hatch="//" if pub else None,
+                      alpha=0.5 if pub else 0.95)
+        if not pub:  # measured values are written on their bars (a 0 is otherwise invisible)
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(COLUMNS))])
     ax.set_xticklabels([t for _, t in COLUMNS])
     ax.set_ylabel("score (%)")
-    ax.set_title("ReWatch-R1 benchmarks" + (" (hatched: published in the paper)" if published
-                                            else ""))
-    ax.legend(fontsize=7, ncols=2)
+    ax.set_title("ReWatch-R1 benchmarks" + (" (hatched: published in the paper, not measured "
+                                            "here)" if published else ""))
+    ax.legend(fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)
