@@ -288,3 +288,43 @@ def test_embedded_model_text_proxy(env: tuple[Path, list[str]], tmp_path: Path,
     assert s.n == 3 and s.missing == 0
     assert s.no_answer == sum(p["extracted"] is None for p in preds)
     assert s.correct == sum(p["extracted"] == p["answer"] for p in preds)
+
+
+def test_text_proxy_captions_the_videos_first(env: tuple[Path, list[str]], tmp_path: Path) -> None:
+    """Without --captions, text-proxy mode runs Stage 1 on the benchmark's videos (here the
+    captioner and summarizer are the scripted server too), then asks the questions."""
+    from typer.testing import CliRunner
+
+    from rewatch.cli import app
+
+    tmp, vids = env
+    data = fx.minerva(tmp, vids, n=4, name="minerva4.json")
+
+    def reply(body: dict[str, Any]) -> str:
+        content = body["messages"][0]["content"]
+        if isinstance(content, list) and any(p["type"] == "image_url" for p in content):
+            return json.dumps({"lines": [{"start": 0.0, "end": 1.0,
+                                          "text": "a green circle appears"}]})
+        if "Question:" in last_user_text(body):
+            return "<answer>A</answer>"
+        return json.dumps({"summary": "shapes on a dark background"})
+
+    out = tmp_path / "run"
+    with ScriptedTestServer(reply) as srv:
+        sets = [f"models.{m}.{k}={v}" for m in ("captioner", "llm") for k, v in
+                (("backend", "openai"), ("base_url", srv.base_url), ("model", "scripted"))]
+        args = ["eval", "run", "--bench", "minerva", "--data", str(data), "--videos",
+                str(tmp / "videos"), "--model", srv.base_url, "--served-model", "scripted",
+                "--inputs", "text_proxy", "--mode", "direct", "--out", str(out)]
+        for s in sets:
+            args += ["--set", s]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        questions = [b for b in srv.requests if "Question:" in last_user_text(b)]
+    caps = [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()]
+    assert {Path(c["video_path"]).name for c in caps} == {f"{v}.mp4" for v in vids}
+    assert len(questions) == 4
+    assert all("a green circle appears" in last_user_text(b) for b in questions)
+    assert all("openai:scripted" in last_user_text(b) for b in questions)  # who captioned
+    scores = json.loads((out / "scores.json").read_text())["score"]
+    assert scores["n"] == 4 and scores["correct"] == 1  # only m0's answer is A
