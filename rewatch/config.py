@@ -103,9 +103,10 @@ class QAConfig(Section):
     # over the whole caption window, the model cites its evidence (strong models)
     generation: Literal["anchored", "free"] = "anchored"
     anchor_context_chars: int = Field(1500, ge=200)  # C_detail around the target line
-    # anchored only: suggest as the answer a word of the target line absent from C_sum (small
-    # models write a question to a given answer far better than they pick one)
-    answer_hint: bool = True
+    # anchored only: a word of the target line absent from C_sum as the answer. suggest: in the
+    # prompt; fix: also forced by the schema (a 135M model ignores a suggestion and writes about
+    # the summary); off: M_qa picks the answer (strong models)
+    answer_hint: Literal["off", "suggest", "fix"] = "fix"
     min_caption_lines: int = Field(2, ge=1)  # fewer C_detail lines: the video is rejected
     max_context_chars: int = Field(6000, ge=200)  # C_detail window shown to M_qa and the judge
     duplicate_similarity: float = Field(0.92, ge=0, le=1)  # audit: MiniLM cosine for near-dups

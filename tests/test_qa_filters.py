@@ -4,6 +4,7 @@ with a reason, MCQ items are well formed, and a rerun asks no model anything aga
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from qa_scripted import (
     COUNT,
     EVENTS,
@@ -35,6 +36,7 @@ from rewatch.synth.qa import (
     answer_hint,
     answer_tokens,
     contrastive_targets,
+    fixed_answer_schema,
     normalize_answer,
 )
 
@@ -168,7 +170,7 @@ def test_anchored_generation_targets_lines_the_summary_misses(tmp_path):
     roll = Q("What does the red circle do at 00:03?", "rolls right", evidence=("00:03",))
     p = Panel({}, anchored={EVENTS[2][2]: roll, EVENTS[4][2]: GOOD, EVENTS[3][2]: COUNT})
     with ScriptedTestServer(p) as srv:
-        cfg = scripted_config(srv.base_url, questions_per_video=4)
+        cfg = scripted_config(srv.base_url, questions_per_video=4, answer_hint="suggest")
         run = make_run(tmp_path / "run", [cap])
         counts = run_stage(run, cfg)
     accepted = {r["question"]: r for r in rows(run, "qa.jsonl")}
@@ -198,3 +200,8 @@ def test_answer_hint_is_a_detail_the_summary_lacks():
                                                             "bridge"])], summary="")
     assert [answer_hint(tagged, x) for x in tagged.detail] == ["jellyfish", "bubble", "taxicab",
                                                                "bridge"]
+    # answer_hint=fix: the schema itself holds M_qa to the hinted answer
+    fixed = fixed_answer_schema("triangle")
+    assert fixed.model_validate({"answer": "triangle", "question": "Which shape appears?"})
+    with pytest.raises(ValidationError):
+        fixed.model_validate({"answer": "circle", "question": "Which shape appears?"})

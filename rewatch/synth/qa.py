@@ -76,8 +76,16 @@ def generation_schema(types: tuple[str, ...], n: int) -> type[BaseModel]:
 class AnchoredQuestion(BaseModel):
     """The reply of M_qa in anchored mode: one question about one target line."""
 
-    question: str = Field(min_length=8, max_length=200)
     answer: str = Field(min_length=1, max_length=60)
+    question: str = Field(min_length=8, max_length=200)
+
+
+@cache
+def fixed_answer_schema(answer: str) -> type[BaseModel]:
+    """AnchoredQuestion with the answer forced to `answer` (answer_hint=fix): the model writes
+    the question to it, the answer comes first so the question is written knowing it."""
+    return create_model("AnchoredQuestion", answer=(Literal[answer], ...),  # type: ignore[valid-type]
+                        question=(str, Field(min_length=8, max_length=200)))
 
 
 def contrastive_targets(caption: CaptionRecord, n: int, seed: int = 0) -> list[CaptionLine]:
@@ -129,12 +137,13 @@ async def anchored_generation(caption: CaptionRecord, line: CaptionLine, qtype: 
                               tally: Counter[str] | None = None) -> dict[str, Any]:
     """M_qa(C_detail, C_sum) on one target line: a question of `qtype` whose answer is in that
     line and not in the summary; the evidence is the line. Raises SchemaError."""
-    hint = answer_hint(caption, line, seed) if qa.answer_hint else None
+    hint = answer_hint(caption, line, seed) if qa.answer_hint != "off" else None
     prompt = load_prompt("qa_generate_anchored.md").format(
         context=caption_window(caption, qa.anchor_context_chars, line.start),
         summary=caption.summary or "(none)", line=line_text(line), qtype=qtype,
-        hint=f'Suggested answer: "{hint}"\n' if hint else "")
-    got = await ask(generator, prompt, AnchoredQuestion, 120, tally, "generation")
+        hint=f'Answer: "{hint}"\n' if hint else "")
+    schema = fixed_answer_schema(hint) if hint and qa.answer_hint == "fix" else AnchoredQuestion
+    got = await ask(generator, prompt, schema, 120, tally, "generation")
     return {"question": got.question, "answer": got.answer, "qtype": qtype,
             "evidence": [f"{mmss(line.start)}-{mmss(line.end)}"], "line": line}
 
