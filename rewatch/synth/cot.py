@@ -147,7 +147,7 @@ async def observer(model: ChatModel, action: str, result: ToolResult) -> str:
     obs: Observation = reply.parsed
     text = " ".join(obs.observation.split())
     if not any(not w.isdigit() for w in content_words(text)):
-        raise TrajectoryEnd("invalid_observer_reply", f"observation {text!r} says nothing")
+        raise TrajectoryEnd("invalid_observer_reply", f"observation {text!r} says nothing", text)
     extra = unsupported_words(text, [lines], META_WORDS)  # the lines' timestamps count too
     if extra:
         raise TrajectoryEnd("observer_unsupported",
