@@ -33,10 +33,13 @@ from rewatch.models.scripted_server import ScriptedTestServer
 from rewatch.schema import MCQRecord, QARecord
 from rewatch.synth.mcq import validate_mcq
 from rewatch.synth.qa import (
+    AnchoredQuestion,
+    Candidate,
     answer_hint,
     answer_tokens,
     contrastive_targets,
     fixed_answer_schema,
+    generation_checks,
     normalize_answer,
 )
 
@@ -205,3 +208,24 @@ def test_answer_hint_is_a_detail_the_summary_lacks():
     assert fixed.model_validate({"answer": "triangle", "question": "Which shape appears?"})
     with pytest.raises(ValidationError):
         fixed.model_validate({"answer": "circle", "question": "Which shape appears?"})
+
+
+def test_generation_checks_name_the_defect():
+    cap = shapes_caption("shapes")
+    line = cap.detail[4]  # the red circle leaves; a yellow triangle appears
+
+    def check(question: str, answer: str, seen: set[str] | None = None) -> str | None:
+        c = Candidate("id", "gen", 0, "v", question, answer, "attribute", ["00:08"], [line])
+        return generation_checks(c, set() if seen is None else seen)
+
+    assert check("What is the summary of the video?", "triangle") == \
+        "question_not_about_evidence"
+    assert check("Which yellow shape appears?", "yellow") == "answer_in_question"
+    assert check("Which shape appears when the red circle leaves?", "  ") == "empty_answer"
+    seen: set[str] = set()
+    assert check("Which shape appears when the red circle leaves?", "triangle", seen) is None
+    assert check("which shape appears when the red circle leaves", "a triangle", seen) == \
+        "duplicate_question"
+    assert AnchoredQuestion.model_json_schema()["properties"]["question"]["pattern"]
+    with pytest.raises(ValidationError):
+        AnchoredQuestion.model_validate({"answer": "x", "question": "circle_answer_circle"})

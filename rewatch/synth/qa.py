@@ -73,11 +73,17 @@ def generation_schema(types: tuple[str, ...], n: int) -> type[BaseModel]:
     )
 
 
+# a question: opens with a question or time word, ends with "?" (the grammar holds a small
+# model to this; it otherwise writes identifiers or statements)
+QUESTION_PATTERN = (r"^(What|Which|When|Where|How|Who|Why|Whose|In|At|After|Before|During|Is|"
+                    r"Are|Does|Do) [^\"\n?]{4,180}\?$")
+
+
 class AnchoredQuestion(BaseModel):
     """The reply of M_qa in anchored mode: one question about one target line."""
 
     answer: str = Field(min_length=1, max_length=60)
-    question: str = Field(min_length=8, max_length=200)
+    question: str = Field(min_length=8, max_length=200, pattern=QUESTION_PATTERN)
 
 
 @cache
@@ -85,7 +91,8 @@ def fixed_answer_schema(answer: str) -> type[BaseModel]:
     """AnchoredQuestion with the answer forced to `answer` (answer_hint=fix): the model writes
     the question to it, the answer comes first so the question is written knowing it."""
     return create_model("AnchoredQuestion", answer=(Literal[answer], ...),  # type: ignore[valid-type]
-                        question=(str, Field(min_length=8, max_length=200)))
+                        question=(str, Field(min_length=8, max_length=200,
+                                             pattern=QUESTION_PATTERN)))
 
 
 def contrastive_targets(caption: CaptionRecord, n: int, seed: int = 0) -> list[CaptionLine]:
@@ -170,6 +177,9 @@ def generation_checks(c: Candidate, seen: set[str]) -> str | None:
     q, a = f" {normalize_answer(c.question)} ", normalize_answer(c.answer)
     if f" {a} " in q:
         return "answer_in_question"
+    about = answer_tokens(" ".join(x.text for x in c.evidence)) - answer_tokens(c.answer)
+    if not answer_tokens(c.question) & about:
+        return "question_not_about_evidence"
     if q in seen:
         return "duplicate_question"
     seen.add(q)
