@@ -348,6 +348,9 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     bars |= PAPER_TEXT_ONLY
     ax[0, 1].barh(list(bars), [100 * (v or 0) for v in bars.values()],
                   color=["#4f81bd"] * (len(bars) - 2) + ["#9bbb59", "#f79646"])
+    for i, v in enumerate(bars.values()):
+        ax[0, 1].text(100 * (v or 0) + 1, i, "n/a" if v is None else f"{100 * v:.1f}%",
+                      va="center", fontsize=8)
     ax[0, 1].set_xlim(0, 100)
     ax[0, 1].set_title("accuracy without the video (%)")
     ax[1, 0].bar(list(letters["counts"]), list(letters["counts"].values()), color="#4f81bd")
