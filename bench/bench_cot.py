@@ -15,10 +15,12 @@ import argparse
 import asyncio
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -33,18 +35,38 @@ from rewatch.synth.cot import synthesize_cot  # noqa: E402
 from rewatch.synth.tools import CaptionIndex  # noqa: E402
 
 
+def serve(latency: float) -> None:
+    """The scripted agents' server in its own process (off the client's GIL); prints PORT."""
+    import signal
+
+    srv = ScriptedTestServer(Agents(), latency_s=latency).start()
+    print(f"PORT {srv.port}", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    srv.stop()
+
+
 async def trajectories_per_second(n: int, latency: float, concurrency: int) -> None:
     truth = truth_of(SPEC)
-    agents = Agents()
-    with tempfile.TemporaryDirectory() as tmp, \
-            ScriptedTestServer(agents, latency_s=latency) as srv:
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(latency)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().split()[1])
+        await _measure(n, latency, concurrency, truth, f"http://127.0.0.1:{port}/v1")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+async def _measure(n: int, latency: float, concurrency: int, truth: Any, url: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(tmp)
         run.file("captions.jsonl").append(caption_from_truth(truth))
         base = mcqs_from_truth(truth)
         for i in range(n):
             m = base[i % len(base)]
             run.file("mcq.jsonl").append(m.model_copy(update={"id": f"{m.id}-{i}"}))
-        cfg = scripted_config(srv.base_url)
+        cfg = scripted_config(url)
         cfg.models["llm"].concurrency = concurrency
         cfg.synth.concurrency = concurrency
         models = Models(cfg, None)  # no cache: every call goes to the server
@@ -53,11 +75,12 @@ async def trajectories_per_second(n: int, latency: float, concurrency: int) -> N
         from rewatch.synth.tools import caption_index
 
         caption_index(caption_from_truth(truth)).segment_retrieval("warm up")
+        before = models.stats().get("llm", {}).get("calls", 0)
         start = time.perf_counter()
         counts = await synthesize_cot(run, cfg, models)
         elapsed = time.perf_counter() - start
+        calls = (models.stats()["llm"]["calls"] - before) / n
         await models.aclose()
-    calls = len(srv.requests) / n
     rate = n / elapsed
     ideal = concurrency / (calls * latency)
     print(f"stage 3 vs scripted server at {latency * 1000:.0f} ms, concurrency {concurrency}:")
@@ -118,7 +141,10 @@ def retrieval_latency(n_queries: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer trajectories and queries")
+    p.add_argument("--serve", type=float, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.serve is not None:
+        return serve(a.serve)
     asyncio.run(trajectories_per_second(64 if a.quick else 192, 0.3, 32))
     retrieval_latency(50 if a.quick else 200)
 

@@ -202,7 +202,8 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                                     f"step {t + 1} repeats step {seen[key] + 1}: {step.action}")
             seen[key] = t
             action = format_action(step.action, arg)
-            result = index.run(step.action, arg, c.retrieval_top_k)
+            # retrieval encodes the query on the CPU: off the event loop, other chains go on
+            result = await asyncio.to_thread(index.run, step.action, arg, c.retrieval_top_k)
             if not result.ok or not result.lines:
                 obs = result.text  # errors and misses are reported as they are, no model call
             elif c.observer_uses_frames:
