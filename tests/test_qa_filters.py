@@ -40,6 +40,7 @@ from rewatch.synth.qa import (
     contrastive_targets,
     fixed_answer_schema,
     generation_checks,
+    line_words,
     normalize_answer,
 )
 
@@ -208,6 +209,14 @@ def test_answer_hint_is_a_detail_the_summary_lacks():
     assert fixed.model_validate({"answer": "triangle", "question": "Which shape appears?"})
     with pytest.raises(ValidationError):
         fixed.model_validate({"answer": "circle", "question": "Which shape appears?"})
+    # ... and, given the line's words, to a question that names one of them
+    words = line_words(cap.detail[4], "triangle")
+    assert words == ("red", "circle", "leaves", "yellow", "appears")
+    about = fixed_answer_schema("triangle", words)
+    assert about.model_validate({"answer": "triangle", "question": "What appears as the red "
+                                 "circle leaves?"})
+    with pytest.raises(ValidationError):
+        about.model_validate({"answer": "triangle", "question": "What is the summary?"})
 
 
 def test_generation_checks_name_the_defect():

@@ -87,12 +87,27 @@ class AnchoredQuestion(BaseModel):
 
 
 @cache
-def fixed_answer_schema(answer: str) -> type[BaseModel]:
+def fixed_answer_schema(answer: str, about: tuple[str, ...] = ()) -> type[BaseModel]:
     """AnchoredQuestion with the answer forced to `answer` (answer_hint=fix): the model writes
-    the question to it, the answer comes first so the question is written knowing it."""
+    the question to it (the answer comes first, so the question is written knowing it), and
+    with `about` the question must name one of those words of the target line."""
+    pattern = QUESTION_PATTERN
+    if about:
+        alts = "|".join(re.escape(w) for w in about)
+        pattern = QUESTION_PATTERN.replace(r"[^\"\n?]{4,180}\?$",
+                                           rf"[^\"\n?]{{0,90}}({alts})[^\"\n?]{{0,90}}\?$")
     return create_model("AnchoredQuestion", answer=(Literal[answer], ...),  # type: ignore[valid-type]
-                        question=(str, Field(min_length=8, max_length=200,
-                                             pattern=QUESTION_PATTERN)))
+                        question=(str, Field(min_length=8, max_length=200, pattern=pattern)))
+
+
+def line_words(line: CaptionLine, answer: str, limit: int = 8) -> tuple[str, ...]:
+    """Lowercase words of a caption line a question about it can name (not the answer)."""
+    skip = answer_tokens(answer)
+    out: list[str] = []
+    for w in re.findall(r"[a-z]{3,}", line.text.lower()):
+        if answer_tokens(w) and not answer_tokens(w) & skip and w not in out:
+            out.append(w)
+    return tuple(out[:limit])
 
 
 def contrastive_targets(caption: CaptionRecord, n: int, seed: int = 0) -> list[CaptionLine]:
@@ -149,7 +164,9 @@ async def anchored_generation(caption: CaptionRecord, line: CaptionLine, qtype: 
         context=caption_window(caption, qa.anchor_context_chars, line.start),
         summary=caption.summary or "(none)", line=line_text(line), qtype=qtype,
         hint=f'Answer: "{hint}"\n' if hint else "")
-    schema = fixed_answer_schema(hint) if hint and qa.answer_hint == "fix" else AnchoredQuestion
+    schema: type[BaseModel] = AnchoredQuestion
+    if hint and qa.answer_hint == "fix":
+        schema = fixed_answer_schema(hint, line_words(line, hint))
     got = await ask(generator, prompt, schema, 120, tally, "generation")
     return {"question": got.question, "answer": got.answer, "qtype": qtype,
             "evidence": [f"{mmss(line.start)}-{mmss(line.end)}"], "line": line}
