@@ -222,3 +222,14 @@ async def test_resume_after_an_outage_repeats_no_model_call(tmp_path):
         before = len(srv.requests)
         third = await synthesize_cot(run, cfg, models_for(cfg, run))
         assert third["skipped"] == 4 and len(srv.requests) == before
+
+
+async def test_cot_stats_appear_in_the_audit(tmp_path):
+    from rewatch.synth.audit import audit
+
+    await run_stage(tmp_path, Agents(), n=2)
+    stats = audit(tmp_path, embedder=None)["cot"]
+    assert stats == cot_stats(tmp_path)
+    assert stats["kept"] == stats["total"] == 2 and stats["avg_actions_kept"] == 2.0
+    assert stats["tokenizer"] == "smollm2" and stats["avg_tokens_kept"] > 50
+    assert stats["tool_error_rate"] == 0.0

