@@ -62,6 +62,9 @@ class ReasonerStep(BaseModel):
     argument: str = Field(max_length=80)
 
 
+ToolName = Literal["segment_retrieval", "segment_query"]
+
+
 @cache
 def reasoner_schema(may_answer: bool) -> type[ReasonerStep]:
     """The Reasoner's reply schema; before its first action it may not answer (a chain must
@@ -69,7 +72,7 @@ def reasoner_schema(may_answer: bool) -> type[ReasonerStep]:
     if may_answer:
         return ReasonerStep
     return create_model("ReasonerAction", __base__=ReasonerStep,
-                        action=(Literal["segment_retrieval", "segment_query"], ...))
+                        action=(ToolName, ...))  # type: ignore[arg-type]
 
 
 class Observation(BaseModel):
