@@ -233,3 +233,31 @@ async def test_cot_stats_appear_in_the_audit(tmp_path):
     assert stats["kept"] == stats["total"] == 2 and stats["avg_actions_kept"] == 2.0
     assert stats["tokenizer"] == "smollm2" and stats["avg_tokens_kept"] > 50
     assert stats["tool_error_rate"] == 0.0
+
+
+def free_writer(drop_closing_tag: bool = False):
+    """A scripted converter in free mode: writes the whole chain from the trajectory it is
+    shown (the prompt's `Action:` / `Observation:` lines)."""
+
+    def write(content):
+        steps = re.findall(r"^Action: (.+)\nObservation: (.+)$", content, re.M)
+        answer = re.search(r"answer with the letter (\w)", content).group(1)
+        body = "\n".join(f"I re-watch this part.\n<action>{a}</action>\n"
+                         f"<observation>{o}</observation>" for a, o in steps)
+        text = f"{body}\nSo the question is settled.\n<answer>{answer}</answer>"
+        return text.replace("</observation>", "", 1) if drop_closing_tag else text
+
+    return write
+
+
+async def test_free_conversion_is_kept_when_it_follows_the_template(tmp_path):
+    agents = Agents(converter=free_writer())
+    _, kept, rejected = await run_stage(tmp_path, agents, convert_mode="free")
+    assert kept and not rejected, rejected
+    assert kept[0]["cot"].count("<observation>") == kept[0]["n_actions"] == 2
+
+
+async def test_free_conversion_with_a_broken_tag_is_rejected(tmp_path):
+    agents = Agents(converter=free_writer(drop_closing_tag=True))
+    _, kept, rejected = await run_stage(tmp_path, agents, convert_mode="free")
+    assert not kept and rejected[0]["reason"] == "unbalanced_tags"
