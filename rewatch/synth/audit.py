@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from pathlib import Path
 from statistics import mean
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
 
@@ -27,6 +27,7 @@ from rewatch.schema import MCQRecord
 from rewatch.store import JsonlFile
 from rewatch.synth.cot_stats import cot_stats
 from rewatch.synth.mcq import letters_for, validate_mcq
+from rewatch.synth.qa import one_of
 from rewatch.synth.qa_filters import ask, load_prompt, normalize_answer, probe_panel
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def load_mcq_file(path: str | Path, num_options: int | None = None
 
 
 def _choice_schema(letters: str) -> type[BaseModel]:
-    return create_model("Choice", answer=(Literal[tuple(letters)], ...))  # type: ignore[valid-type]
+    return create_model("Choice", answer=(one_of(tuple(letters)), ...))
 
 
 async def text_only_accuracy(items: list[MCQRecord], cfg: Config, models: Models,

@@ -58,6 +58,11 @@ STAGE = "qa"
 
 
 # --- contrastive generation --------------------------------------------------------------------
+def one_of(values: tuple[str, ...]) -> Any:
+    """Literal[values] built at run time (a schema enum the grammar enforces)."""
+    return Literal[values]  # type: ignore[valid-type]
+
+
 @cache
 def generation_schema(types: tuple[str, ...], n: int) -> type[BaseModel]:
     """The reply of M_qa in free mode: up to n questions, each typed from the configured list."""
@@ -65,11 +70,12 @@ def generation_schema(types: tuple[str, ...], n: int) -> type[BaseModel]:
         "GeneratedQuestion",
         question=(str, Field(min_length=8, max_length=200)),
         answer=(str, Field(min_length=1, max_length=60)),
-        qtype=(Literal[types], ...),  # type: ignore[valid-type]
+        qtype=(one_of(types), ...),
         evidence=(list[Annotated[str, Field(max_length=16)]], Field(min_length=1, max_length=3)),
     )
     return create_model(
-        "GeneratedQuestions", questions=(list[question], Field(min_length=1, max_length=n))
+        "GeneratedQuestions",
+        questions=(list[question], Field(min_length=1, max_length=n)),  # type: ignore[valid-type]
     )
 
 
@@ -96,7 +102,7 @@ def fixed_answer_schema(answer: str, about: tuple[str, ...] = ()) -> type[BaseMo
         alts = "|".join(re.escape(w) for w in about)
         pattern = QUESTION_PATTERN.replace(r"[^\"\n?]{4,180}\?$",
                                            rf"[^\"\n?]{{0,90}}({alts})[^\"\n?]{{0,90}}\?$")
-    return create_model("AnchoredQuestion", answer=(Literal[answer], ...),  # type: ignore[valid-type]
+    return create_model("AnchoredQuestion", answer=(one_of((answer,)), ...),
                         question=(str, Field(min_length=8, max_length=200, pattern=pattern)))
 
 
