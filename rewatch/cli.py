@@ -49,11 +49,14 @@ def _reserved(name: str, issue: str) -> None:
 
 @app.command()
 def demo(
-    out: str = typer.Option("runs/demo", help="Run directory to write."),
+    out: str = typer.Option("runs/demo", help="Run directory to write (a rerun resumes)."),
+    limit: int | None = typer.Option(None, help="Use only the first N sample videos."),
     config: ConfigOpt = "demo",
     set_: SetOpt = None,
 ) -> None:
-    """Run the main job end to end on the embedded default models and the sample videos.
+    """Run the main job end to end on the embedded models and the sample videos: Stage 1
+    captions, Stage 2 questions, Stage 3 chains, the audit, SFT/RL exports, O&R rewards and
+    RUN/report.html. Prints a summary table and where the report is.
 
     Example: rewatch demo --out runs/demo
     """
@@ -61,7 +64,7 @@ def demo(
 
     from rewatch.demo import run_demo
 
-    asyncio.run(run_demo(get_config(config, set_), out))
+    asyncio.run(run_demo(get_config(config, set_), out, limit=limit))
 
 
 @app.command()
@@ -125,7 +128,8 @@ def view(
 
 @app.command()
 def bench(
-    name: str = typer.Argument("all", help="chat | embedded | cache | all"),
+    name: str = typer.Argument("all", help="a script bench/bench_NAME.py (chat, embedded, "
+                                "cache, reward, ...) or all"),
     quick: bool = typer.Option(False, help="Fewer requests (a smoke run)."),
 ) -> None:
     """Run performance benchmarks under bench/ and print ratios measured side by side.
@@ -137,7 +141,8 @@ def bench(
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent / "bench"
-    names = ["chat", "embedded", "cache"] if name == "all" else [name]
+    names = ([p.stem.removeprefix("bench_") for p in sorted(root.glob("bench_*.py"))]
+             if name == "all" else [name])
     for n in names:
         script = root / f"bench_{n}.py"
         if not script.exists():

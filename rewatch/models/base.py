@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import Counter
@@ -63,7 +64,9 @@ class ChatModel(Protocol):
     ) -> Reply: ...
 
 
+@functools.lru_cache(maxsize=512)
 def json_schema_of(schema: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of a reply model (computed once per class; callers must not mutate)."""
     return schema.model_json_schema()
 
 

@@ -5,11 +5,66 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from rewatch.clikit import ConfigOpt, SetOpt, console, get_config, setup_logging
 
-app = typer.Typer(help="`rewatch synth`: not built yet.", no_args_is_help=True)
+
+class _RunByDefault(TyperGroup):
+    """`rewatch synth VIDEOS_DIR ...` means `rewatch synth run VIDEOS_DIR ...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_RunByDefault,
+    help="Synthesize ReWatch data from a folder of videos (Stage 1 captions, Stage 2 "
+    "questions, Stage 3 chains) and audit it.\n\nExamples: rewatch synth videos/ --config "
+    "vllm --out runs/real · rewatch synth audit runs/real",
+    no_args_is_help=True,
+)
+
+
+@app.command("run")
+def run_command(
+    videos: Annotated[Path, typer.Argument(help="A folder of videos (or one video file).")],
+    out: Annotated[Path, typer.Option(help="Run directory (a rerun resumes).")] = Path(
+        "runs/synth"),
+    stages: Annotated[str, typer.Option(help="Comma-separated stages to run, in order: "
+                                        "caption,qa,cot.")] = "caption,qa,cot",
+    limit: Annotated[int | None, typer.Option(help="Only the first N videos (a quick "
+                                              "look).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run Stages 1-3 on a folder of videos into a run directory (the default sub-command:
+    `rewatch synth DIR` is `rewatch synth run DIR`). Bad videos go to errors.jsonl.
+
+    Example: rewatch synth videos/ --config vllm --out runs/real --stages caption,qa --limit 5
+    """
+    import asyncio
+
+    from rewatch.synth.pipeline import find_videos, parse_stages, synthesize
+
+    setup_logging()
+    try:
+        chosen = parse_stages(stages)
+        paths = find_videos(videos, limit)
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    if not paths and "caption" in chosen:
+        console.print(f"[red]no video files in {videos}[/red]")
+        raise typer.Exit(2)
+    result = asyncio.run(synthesize(paths, get_config(config, set_), out, chosen))
+    for stage, counts in result.counts.items():
+        console.print(f"{stage} ({result.seconds[stage]:.1f} s): {counts}")
+    console.print(f"run directory: {out}  (view it: rewatch view {out})")
 
 
 @app.command("audit")
