@@ -107,6 +107,9 @@ class QAConfig(Section):
     # prompt; fix: also forced by the schema (a 135M model ignores a suggestion and writes about
     # the summary); off: M_qa picks the answer (strong models)
     answer_hint: Literal["off", "suggest", "fix"] = "fix"
+    # when M_qa's distractors fall short: fill from detail words of the video's other caption
+    # lines (then cleaned and checked against C_detail like the rest)
+    caption_distractors: bool = True
     min_caption_lines: int = Field(2, ge=1)  # fewer C_detail lines: the video is rejected
     max_context_chars: int = Field(6000, ge=200)  # C_detail window shown to M_qa and the judge
     duplicate_similarity: float = Field(0.92, ge=0, le=1)  # audit: MiniLM cosine for near-dups

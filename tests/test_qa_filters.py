@@ -120,6 +120,9 @@ def test_mcq_items_are_well_formed(finished):
         (FEW.question, "too_few_distractors")]
     assert {d["reason"] for d in mcq_rej[0]["checks"]["dropped"]} == {"equals_answer",
                                                                        "duplicate"}
+    # the pool was filled from other lines' detail words, never from the evidence lines
+    # (00:02-00:05 name "left", "square"): still one short of four
+    assert sorted(mcq_rej[0]["checks"]["from_caption"]) == ["nothing", "triangle"]
     assert len(items) == 2 * (len(accepted) - 1)
     for m in items:
         qa = accepted[m.qa_id]

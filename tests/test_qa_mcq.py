@@ -68,3 +68,40 @@ def test_distractor_cleaning():
     assert kept == ["three", "four"]
     assert [d["reason"] for d in dropped] == ["equals_answer", "duplicate", "overlaps_answer",
                                                "empty"]
+
+
+def test_short_pool_is_filled_from_the_caption():
+    """A generator that writes "..." as distractors (what the 135M model does): the items are
+    built from other lines' detail words, checked by the judge like any distractor."""
+    import asyncio
+
+    from qa_scripted import Panel, Q, models_for, scripted_config, shapes_caption
+
+    from rewatch.models.scripted_server import ScriptedTestServer
+    from rewatch.schema import QARecord
+    from rewatch.synth.mcq import caption_distractors, reformulate_mcq
+
+    q = Q("What appears when the red circle leaves?", "triangle", evidence=("00:09",),
+          distractors=("...", "..."), also_correct=(2,))
+    events = [(0, 1, "a brown dog barks"), (1, 2, "a grey cat jumps"), (2, 3, "a small bird sings"),
+              (3, 4, "a white horse runs"), (4, 5, "a gold fish swims"),
+              (8, 10, "the red circle leaves; a yellow triangle appears")]
+    cap = shapes_caption("animals", events, summary="")
+    rec = QARecord(id="qa1", video_id="animals", question=q.question, answer=q.answer,
+                   qtype="attribute", evidence=["[00:08-00:10] " + events[-1][2]])
+    with ScriptedTestServer(Panel({"x": [q]})) as srv:
+        cfg = scripted_config(srv.base_url)
+        models = models_for(cfg)
+
+        async def go():
+            try:
+                return await reformulate_mcq(rec, cap, cfg, models)
+            finally:
+                await models.aclose()
+
+        sets, ev = asyncio.run(go())
+    assert sorted(ev["from_caption"]) == sorted(caption_distractors(cap, rec))
+    assert len(ev["from_caption"]) == 5 and "yellow" not in ev["from_caption"]
+    assert len(ev["also_correct"]) == 1  # the judge's pick left the pool
+    assert len(sets) == 2 and all(len(s) == 4 for s in sets)
+    assert all(ev["also_correct"][0] not in s and "triangle" not in s for s in sets)

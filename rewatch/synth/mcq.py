@@ -156,6 +156,10 @@ async def reformulate_mcq(qa: QARecord, caption: CaptionRecord, cfg: Config, mod
         return [], {"reason": "distractor_schema_error", "error": str(e)[:300]}
     pool, dropped = clean_distractors(qa.answer, got.distractors)
     ev["proposed"], ev["dropped"] = list(got.distractors), dropped
+    if q.caption_distractors and len(pool) < want:
+        extra = caption_distractors(caption, qa, cfg.synth.seed)
+        pool, _more = clean_distractors(qa.answer, [*pool, *extra])
+        ev["from_caption"] = [t for t in pool if t in extra]
     if len(pool) < need:
         return [], ev | {"reason": f"too_few_distractors: {len(pool)} distinct, need {need}"}
     listing = "\n".join(f"{i}. {t}" for i, t in enumerate(pool, 1))
@@ -180,6 +184,21 @@ async def reformulate_mcq(qa: QARecord, caption: CaptionRecord, cfg: Config, mod
         sets = [rng.sample(pool, need) for _ in range(q.mcq_per_question)]
     ev["pool"] = pool
     return sets, ev
+
+
+def caption_distractors(caption: CaptionRecord, qa: QARecord, seed: int = 0) -> list[str]:
+    """Detail words of the video's other caption lines (`answer_hint` of each line), in a seeded
+    order, leaving out any word of the question's evidence lines (it may be true here)."""
+    from rewatch.synth.qa import answer_hint
+
+    evidence = answer_tokens(" ".join(qa.evidence))
+    words = []
+    for line in caption.detail:
+        w = answer_hint(caption, line, seed)
+        if w and not answer_tokens(w) & evidence and w not in words:
+            words.append(w)
+    random.Random(stable_id("caption-distractors", seed, qa.id)).shuffle(words)
+    return words
 
 
 def mcq_id(qa_id: str, j: int, cfg: Config) -> str:
