@@ -14,7 +14,7 @@ import string
 from collections import Counter
 from collections.abc import Iterable
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
@@ -51,6 +51,15 @@ class DistractorCheck(BaseModel):
     """The judge's reply: numbers of the options that C_detail makes correct too."""
 
     also_correct: list[int] = Field(default_factory=list, max_length=12)
+
+
+@cache
+def check_schema(n: int) -> type[BaseModel]:
+    """DistractorCheck for n listed options: numbers 1..n, at most n of them (a small model
+    otherwise counts on until it runs out of tokens)."""
+    numbers: Any = Literal[tuple(range(1, n + 1))]  # type: ignore[valid-type]
+    return create_model("DistractorCheck", also_correct=(
+        list[numbers], Field(default_factory=list, max_length=n)))
 
 
 def validate_mcq(options: dict[str, str], answer: str, num_options: int | None = None
@@ -166,7 +175,7 @@ async def reformulate_mcq(qa: QARecord, caption: CaptionRecord, cfg: Config, mod
     try:
         check = await ask(models[q.judge], load_prompt("qa_distractor_check.md").format(
             detail=detail, question=qa.question, answer=qa.answer, options=listing),
-            DistractorCheck, 40, tally, "distractor_check")
+            check_schema(len(pool)), 8 + 4 * len(pool), tally, "distractor_check")
     except SchemaError as e:
         return [], ev | {"reason": "check_schema_error", "error": str(e)[:300]}
     also = {i for i in check.also_correct if 1 <= i <= len(pool)}
