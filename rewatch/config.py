@@ -95,8 +95,7 @@ class QAConfig(Section):
     mcq_per_question: int = Field(2, ge=1)
     # F1 -> F3 -> F2: the cheapest filter that rejects most goes first; short_circuit stops at the
     # first rejection (False runs every filter on every question: full evidence for audits)
-    filter_order: list[Literal["F1", "F2", "F3"]] = Field(
-        default_factory=lambda: ["F1", "F3", "F2"])
+    filter_order: list[Literal["F1", "F2", "F3"]] = ["F1", "F3", "F2"]  # pydantic copies it
     short_circuit: bool = True
     # anchored: one M_qa call per target line (the C_detail lines the summary covers least),
     # evidence known by construction, short prompts (small models); free: one call per video

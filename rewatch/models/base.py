@@ -136,9 +136,9 @@ class BaseChatModel:
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats["cache_hits"] += 1
-                text, usage = hit
+                text, cached_usage = hit
                 parsed = parse_reply(text, schema) if schema is not None else None
-                return Reply(text, parsed, Usage(**usage), self.name, cached=True)
+                return Reply(text, parsed, Usage(**cached_usage), self.name, cached=True)
 
         convo = list(messages)
         total = Usage()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from rewatch.config import Config, ModelSpec
 from rewatch.models.base import ChatModel
@@ -11,8 +12,9 @@ from rewatch.models.cache import ResponseCache
 
 def build_model(spec: ModelSpec, cache: ResponseCache | None = None) -> ChatModel:
     """One ChatModel for one config entry; weights load lazily on the first call."""
-    common = dict(temperature=spec.temperature, max_tokens=spec.max_tokens, seed=spec.seed,
-                  schema_retries=spec.schema_retries, cache=cache)
+    common: dict[str, Any] = dict(temperature=spec.temperature, max_tokens=spec.max_tokens,
+                                  seed=spec.seed, schema_retries=spec.schema_retries,
+                                  cache=cache)
     if spec.backend == "embedded":
         from rewatch.models.local import EmbeddedChatModel
 

@@ -65,7 +65,8 @@ async def run_stages(videos: list[Path], cfg: Config, run: RunDir, models: Model
             if stage == "caption":
                 from rewatch.synth.caption import caption_videos
 
-                stats = await caption_videos(videos, cfg, run, models, progress=bar)
+                paths: list[str | Path] = list(videos)
+                stats = await caption_videos(paths, cfg, run, models, progress=bar)
                 counts = {k: v for k, v in vars(stats).items() if k != "failures"}
             elif stage == "qa":
                 from rewatch.synth.qa import generate_qa
