@@ -97,7 +97,8 @@ class ScriptedTestServer:
             self.failed += 1
             return JSONResponse({"error": {"message": "scripted failure", "type": "server_error"}},
                                 status_code=self.error_status)
-        text = self._answer(body)
+        # a responder may be slow (e.g. a real model): keep the server's loop free meanwhile
+        text = await asyncio.to_thread(self._answer, body)
         if self._rng.random() < self.malformed_rate:
             text = "{not json" + text[:10]
         self.served += 1
