@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from rewatch.clikit import ConfigOpt, SetOpt, console, get_config, setup_logging
@@ -63,8 +65,15 @@ def demo(
     import asyncio
 
     from rewatch.demo import run_demo
+    from rewatch.store import RunDirError, check_writable
 
-    asyncio.run(run_demo(get_config(config, set_), out, limit=limit))
+    cfg = get_config(config, set_)
+    try:
+        check_writable(Path(out))
+    except RunDirError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    asyncio.run(run_demo(cfg, out, limit=limit))
 
 
 @app.command()

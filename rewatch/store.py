@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,12 +87,40 @@ class JsonlFile:
             self._ids.add(data["id"])
 
 
+MIN_FREE_BYTES = 200 * 1024 * 1024  # below this, a run would likely die mid-write
+
+
+class RunDirError(OSError):
+    """The run directory cannot be used (not creatable, not writable, disk nearly full)."""
+
+
+def check_writable(root: Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """Fail before any work starts if `root` cannot take the run's files."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".rewatch-write-test"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"ok\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as e:
+        raise RunDirError(f"run directory {root} is not writable ({e.strerror or e}); choose "
+                          "another --out") from e
+    free = shutil.disk_usage(root).free
+    if free < min_free:
+        raise RunDirError(f"only {free // 2**20} MB free under {root} (need at least "
+                          f"{min_free // 2**20} MB); free some space or choose another --out")
+
+
 class RunDir:
     """A run directory: plain files a person can open (see docs/architecture.md)."""
 
     def __init__(self, root: str | Path, config: Config | None = None):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        check_writable(self.root)
         if config is not None:
             (self.root / "config.yaml").write_text(dump_config(config))
         self.errors = JsonlFile(self.root / "errors.jsonl")

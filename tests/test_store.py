@@ -45,3 +45,40 @@ def test_errors_are_recorded_with_stage_id_class_and_message(tmp_path):
     rec = next(run.errors.read())
     assert rec["stage"] == "caption" and rec["id"] == "vid123"
     assert rec["error"] == "ValueError" and "moov" in rec["message"]
+
+
+def test_unwritable_run_directory_is_refused_before_work(tmp_path):
+    import pytest
+
+    from rewatch.store import RunDirError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunDirError, match="not writable"):
+        RunDir(blocker / "run")  # a path under a regular file cannot be created
+    with pytest.raises(RunDirError, match="not writable"):
+        RunDir("/proc/rewatch-run")  # a read-only file system
+
+
+def test_nearly_full_disk_is_refused_before_work(tmp_path):
+    import pytest
+
+    from rewatch.store import RunDirError, check_writable
+
+    # a disk-full simulation: ask for more free space than any disk here has
+    with pytest.raises(RunDirError, match="MB free"):
+        check_writable(tmp_path / "run", min_free=2**62)
+
+
+def test_cli_says_so_and_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from rewatch.cli import app
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for args in (["demo", "--out", str(blocker / "run")],
+                 ["synth", str(tmp_path), "--out", str(blocker / "run")]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2
+        assert "is not writable" in " ".join(result.output.split())  # rich wraps lines

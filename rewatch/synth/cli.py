@@ -48,13 +48,15 @@ def run_command(
     """
     import asyncio
 
+    from rewatch.store import check_writable
     from rewatch.synth.pipeline import find_videos, parse_stages, synthesize
 
     setup_logging()
     try:
         chosen = parse_stages(stages)
         paths = find_videos(videos, limit)
-    except (ValueError, FileNotFoundError) as e:
+        check_writable(out)
+    except (ValueError, OSError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
     if not paths and "caption" in chosen:
