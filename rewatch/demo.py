@@ -60,7 +60,7 @@ async def run_demo(cfg: Config, out: str | Path, *, limit: int | None = None,
     seconds["viewer"] = time.monotonic() - t
     seconds["total"] = time.monotonic() - t0
 
-    summary = _summary(out, result.counts, exports, rewards, seconds, result.model_stats)
+    summary = _summary(out, exports, rewards, seconds, result.model_stats)
     console.print(_table(summary))
     console.print(f"report: {html}")
     return summary
@@ -70,7 +70,7 @@ def _count(path: Path) -> int:
     return sum(1 for _ in JsonlFile(path).read())
 
 
-def _summary(out: Path, counts: dict[str, dict[str, Any]], exports: dict[str, int],
+def _summary(out: Path, exports: dict[str, int],
              rewards: dict[str, Any], seconds: dict[str, float],
              model_stats: dict[str, dict[str, int]]) -> dict[str, Any]:
     captions = list(JsonlFile(out / "captions.jsonl").read())
@@ -80,13 +80,14 @@ def _summary(out: Path, counts: dict[str, dict[str, Any]], exports: dict[str, in
         key = f"{r.get('stage')}:{r.get('filter') or r.get('reason')}"
         by_filter[key] = by_filter.get(key, 0) + 1
     chains = list(JsonlFile(out / "cot.jsonl").read())
-    qa_counts = counts.get("qa", {})
+    accepted = _count(out / "qa.jsonl")
     return {
         "videos": _count(out / "videos.jsonl"),
         "errors": _count(out / "errors.jsonl"),
         "caption lines": sum(len(c["detail"]) for c in captions),
-        "questions generated": qa_counts.get("candidates"),
-        "questions accepted": _count(out / "qa.jsonl"),
+        # from the records, so a resumed run reports the same totals as the first
+        "questions generated": accepted + sum(r.get("stage") == "qa" for r in rejected),
+        "questions accepted": accepted,
         "rejected by filter": by_filter,
         "MCQs": _count(out / "mcq.jsonl"),
         "chains kept": len(chains),

@@ -66,8 +66,8 @@ def _thumbnails(path: str, times: list[float], root: str | None) -> list[dict[st
 
     if not times:
         return []
-    step = max(1, len(times) // MAX_THUMBS)
-    picked = times[::step][:MAX_THUMBS]
+    n = min(MAX_THUMBS, len(times))  # evenly spread over the whole video
+    picked = [times[round(i * (len(times) - 1) / max(1, n - 1))] for i in range(n)]
     try:
         frames = frames_at(path, picked, VideoConfig(root=root), resize=False)
     except Exception as e:  # a report without pictures is still a report
