@@ -4,12 +4,8 @@ does not block the event loop, refuses images and overlong prompts clearly."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
 import time
 
-import httpx
 import pytest
 from pydantic import BaseModel, Field
 
@@ -68,35 +64,12 @@ async def test_prompt_longer_than_the_context_is_a_clear_error():
         await small.chat(long, max_tokens=8)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-async def test_rewatch_serve_exposes_the_embedded_model_over_http():
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "rewatch.cli", "serve", "--port", str(port),
-                             "--n-ctx", "2048"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
-            time.sleep(0.3)
-        m = OpenAIChatModel("smollm2-135m", f"http://127.0.0.1:{port}/v1", max_retries=1)
-        reply = await m.chat(ASK, schema=Count, max_tokens=48)
-        assert isinstance(reply.parsed, Count)
-        # llama-cpp-python's server refuses json_schema; "auto" settles on its grammar mode
-        assert m.mode == "json_object"
-        assert reply.usage.completion_tokens > 3
-        await m.aclose()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+async def test_rewatch_serve_exposes_the_embedded_model_over_http(embedded_server_url):
+    m = OpenAIChatModel("smollm2-135m", embedded_server_url, max_retries=1)
+    reply = await m.chat(ASK, schema=Count, max_tokens=48)
+    assert isinstance(reply.parsed, Count)
+    # llama-cpp-python's server refuses json_schema; "auto" settles on its grammar mode
+    assert m.mode == "json_object"
+    assert reply.usage.completion_tokens > 3
+    await m.aclose()

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from reward_scripted import judge_reply
 from test_reward_hacking import CAPTION, OPTIONS, QUESTION, good
@@ -97,35 +92,17 @@ def test_parse_command_shows_problems() -> None:
 
 
 @pytest.mark.slow
-def test_judge_url_on_rewatch_serve(tmp_path: Path) -> None:
+def test_judge_url_on_rewatch_serve(tmp_path: Path, embedded_server_url: str) -> None:
     """`--judge URL` against the embedded model behind `rewatch serve` (llama.cpp server):
     schema-valid verdicts through the server's grammar mode; mechanics only (a 135M judge)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "rewatch.cli", "serve", "--port", str(port),
-                             "--n-ctx", "2048"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, "rewatch serve did not start"
-            time.sleep(0.3)
-        inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-        inp.write_text(line(good()) + line(good("C")))
-        res = runner.invoke(app, ["reward", "score", str(inp), "--out", str(out), "--judge",
-                                  f"http://127.0.0.1:{port}/v1"])
-        assert res.exit_code == 0, res.output
-        rows = {r["answer"]: r for r in read(out)}
-        right, wrong = rows["B"], rows["C"]
-        assert not right["failed"], right["error"]
-        assert right["judge_calls"] == 2 and right["obs"] in (0.0, 1.0)
-        assert right["inferred_answer"] in OPTIONS and right["rea"] in (0.0, 1.0)
-        assert wrong["judge_skipped"] and wrong["judge_calls"] == 0 and wrong["overall"] == 1.0
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(line(good()) + line(good("C")))
+    res = runner.invoke(app, ["reward", "score", str(inp), "--out", str(out), "--judge",
+                              embedded_server_url])
+    assert res.exit_code == 0, res.output
+    rows = {r["answer"]: r for r in read(out)}
+    right, wrong = rows["B"], rows["C"]
+    assert not right["failed"], right["error"]
+    assert right["judge_calls"] == 2 and right["obs"] in (0.0, 1.0)
+    assert right["inferred_answer"] in OPTIONS and right["rea"] in (0.0, 1.0)
+    assert wrong["judge_skipped"] and wrong["judge_calls"] == 0 and wrong["overall"] == 1.0
