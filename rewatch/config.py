@@ -121,6 +121,15 @@ class CoTConfig(Section):
     max_steps: int = 6
     min_actions: int = Field(1, ge=0)  # the Reasoner may answer only after this many actions
     retrieval_top_k: int = 3
+    # true: at step max_steps the Reasoner's schema allows only final_answer (it must decide);
+    # false: no answer by then is rejected as step_limit. An answer forced this way is still
+    # checked against the truth, but for a weak model it may be a guess (docs/stage3-cot.md)
+    answer_at_limit: bool = False
+    # llm: the Observer model phrases the retrieved caption lines (schema: cite shown lines,
+    # then words); quote: the Observer model picks which clauses of those lines to quote
+    # (an enum), verbatim; extractive: no model call, the observation is the retrieved lines
+    # verbatim (not an LLM observer; for models too small to phrase faithfully)
+    observer_mode: Literal["llm", "quote", "extractive"] = "llm"
     observer_uses_frames: bool = False  # the Observer looks at frames through the captioner
     observer_max_frames: int = Field(8, ge=2)  # frames per span on the pixel path
     # prose: M_convert writes the reasoning text, actions/observations are copied verbatim

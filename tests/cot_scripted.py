@@ -51,6 +51,36 @@ def evidence_reasoner(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return step("The evidence decides it.", "final_answer", named[0] if named else "A")
 
 
+def is_reasoner(request: dict[str, Any]) -> bool:
+    """Whether a request the scripted server received is a Reasoner step."""
+    return request["messages"][0]["content"].startswith("You are the Reasoner")
+
+
+def schema_of(request: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema a request carried in its response_format."""
+    return request["response_format"]["json_schema"]["schema"]
+
+
+def variants(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Reasoner schema's alternatives by action name (`anyOf` of `$ref`s into `$defs`)."""
+    out = {}
+    for alt in schema["anyOf"]:
+        obj = schema["$defs"][alt["$ref"].rsplit("/", 1)[1]]
+        out[obj["properties"]["action"]["const"]] = obj
+    return out
+
+
+def actions_of(schema: dict[str, Any]) -> list[str]:
+    return list(variants(schema))
+
+
+def reasoner_enum(request: dict[str, Any]) -> list[str]:
+    """The segment_query arguments a Reasoner request allowed ([] when segment_query was not
+    offered)."""
+    query = variants(schema_of(request)).get("segment_query")
+    return query["properties"]["argument"]["enum"] if query else []
+
+
 def echo_observer(content: str) -> dict[str, Any]:
     block = content.split("Caption lines:\n", 1)[1].split("\nReply with", 1)[0]
     lines = re.findall(r"^\[(\d{2}:\d{2}-\d{2}:\d{2})\] (.+)$", block, re.M)

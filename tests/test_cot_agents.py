@@ -9,12 +9,17 @@ import re
 import pytest
 from cot_scripted import (
     Agents,
+    actions_of,
     echo_observer,
     evidence_reasoner,
+    is_reasoner,
     make_run,
     models_for,
+    reasoner_enum,
+    schema_of,
     scripted_config,
     step,
+    variants,
 )
 from cot_truth import SPEC, truth_of
 
@@ -57,12 +62,29 @@ async def test_evidence_chain_is_kept_with_its_trajectory(tmp_path):
     assert agents.calls == {"reasoner": 6, "observer": 4, "converter": 2}
 
 
-async def test_repeated_action_ends_the_trajectory(tmp_path):
-    agents = Agents(reasoner=lambda m: step("again", "segment_query", "00:01"))
+async def test_repeated_retrieval_ends_the_trajectory(tmp_path):
+    agents = Agents(reasoner=lambda m: step("again", "segment_retrieval", "red circle"))
     counts, kept, rejected = await run_stage(tmp_path, agents)
     assert not kept and rejected[0]["reason"] == "repeated_action"
     assert "step 2 repeats step 1" in rejected[0]["detail"]
     assert agents.calls["reasoner"] == 2 and agents.calls["converter"] == 0
+
+
+async def test_repeated_query_is_excluded_by_the_schema_and_refused(tmp_path):
+    """The grammar leaves a used timestamp out (and its other form, the same caption line); a
+    server that ignores the schema and repeats anyway gets its reply refused, not run."""
+    agents = Agents(reasoner=lambda m: step("again", "segment_query", "00:01"))
+    run = make_run(tmp_path, TRUTH, 1)
+    with ScriptedTestServer(agents) as srv:
+        cfg = scripted_config(srv.base_url)
+        await synthesize_cot(run, cfg, models_for(cfg, run))
+        schemas = [reasoner_enum(r) for r in srv.requests if is_reasoner(r)]
+    assert "00:01" in schemas[0] and "00:01-00:02" in schemas[0]
+    assert "00:01" not in schemas[1] and "00:01-00:02" not in schemas[1]
+    assert set(schemas[0]) - set(schemas[1]) == {"00:01", "00:01-00:02"}
+    rejected = list(run.file("rejected.jsonl").read())
+    assert rejected[0]["reason"] == "invalid_reasoner_reply"
+    assert [s["action"] for s in rejected[0]["trajectory"]] == ['segment_query("00:01")']
 
 
 async def test_step_limit_ends_the_trajectory(tmp_path):
@@ -83,11 +105,16 @@ async def test_invalid_reasoner_replies_end_the_trajectory(tmp_path):
     assert agents.calls["reasoner"] == 2  # asked, re-asked once (schema_retries=1), given up
 
 
-async def test_answer_that_is_no_option_is_rejected(tmp_path):
+async def test_answer_that_is_no_option_is_refused_by_the_schema(tmp_path):
     agents = Agents(reasoner=lambda m: step("sure", "final_answer", "Z"))
-    _, _, rejected = await run_stage(tmp_path, agents, min_actions=0)
-    assert rejected[0]["reason"] == "invalid_final_answer"
-    assert rejected[0]["trajectory"][-1]["final_answer"] == "Z"
+    run = make_run(tmp_path, TRUTH, 1)
+    with ScriptedTestServer(agents) as srv:
+        cfg = scripted_config(srv.base_url, min_actions=0)
+        await synthesize_cot(run, cfg, models_for(cfg, run))
+        answer = variants(schema_of(srv.requests[0]))["final_answer"]
+    assert answer["properties"]["argument"]["enum"] == ["A", "B", "C", "D"]
+    rejected = list(run.file("rejected.jsonl").read())
+    assert rejected[0]["reason"] == "invalid_reasoner_reply" and "Z" in rejected[0]["detail"]
 
 
 async def test_answer_without_rewatching_is_rejected(tmp_path):
@@ -109,7 +136,7 @@ async def test_the_first_step_cannot_answer_by_schema(tmp_path):
         cfg = scripted_config(srv.base_url)
         await synthesize_cot(run, cfg, models_for(cfg, run))
         schema = srv.requests[0]["response_format"]["json_schema"]["schema"]
-    assert schema["properties"]["action"]["enum"] == ["segment_retrieval", "segment_query"]
+    assert actions_of(schema) == ["segment_retrieval", "segment_query"]
     rejected = list(run.file("rejected.jsonl").read())
     assert rejected[0]["reason"] == "invalid_reasoner_reply"
 
@@ -134,8 +161,20 @@ async def test_observer_quoting_a_line_it_did_not_see_is_caught(tmp_path):
         unseen = min(set(range(12)) - seen - {x + 1 for x in seen} - {x - 1 for x in seen})
         return {**out, "timestamps": [f"00:{unseen:02d}"]}
 
-    _, _, rejected = await run_stage(tmp_path, Agents(observer=misquote))
-    assert rejected[0]["reason"] == "observer_unsupported"
+    agents = Agents(observer=misquote)
+    run = make_run(tmp_path, TRUTH, 1)
+    with ScriptedTestServer(agents) as srv:
+        cfg = scripted_config(srv.base_url)
+        await synthesize_cot(run, cfg, models_for(cfg, run))
+        asked = [r for r in srv.requests if r["messages"][0]["content"].startswith(
+            "You are the Observer")]
+    # the schema lets it cite only the lines it was shown, so the misquote is refused
+    prompt = asked[0]["messages"][0]["content"]
+    shown = re.findall(r"^\[(\d{2}:\d{2}-\d{2}:\d{2})\]", prompt, re.M)
+    cite = schema_of(asked[0])["properties"]["timestamps"]
+    assert cite["items"]["enum"] == shown and cite["minItems"] == 1
+    rejected = list(run.file("rejected.jsonl").read())
+    assert rejected[0]["reason"] == "invalid_observer_reply"
 
 
 async def test_wrong_final_answer_is_rejected_before_conversion(tmp_path):
@@ -152,19 +191,19 @@ async def test_wrong_final_answer_is_rejected_before_conversion(tmp_path):
 
 
 async def test_malformed_tool_calls_are_observations_and_counted(tmp_path):
-    def clumsy(messages):
+    def clumsy(messages):  # a query of stopwords only fits the schema but asks for nothing
         n = sum(1 for m in messages if m["role"] == "assistant")
         if n == 0:
-            return step("look at noon", "segment_query", "noon")
+            return step("look around", "segment_retrieval", "what is there")
         return evidence_reasoner([*messages[:2], *messages[4:]]) if n < 3 else \
             evidence_reasoner([m for i, m in enumerate(messages) if i not in (2, 3)])
 
     agents = Agents(reasoner=clumsy)
     _, kept, rejected = await run_stage(tmp_path, agents)
     traj = (kept or rejected)[0]["trajectory"]
-    assert traj[0]["tool_error"] and traj[0]["observation"].startswith("Tool error: cannot read")
+    assert traj[0]["tool_error"] and "needs a description" in traj[0]["observation"]
     assert kept, rejected  # it recovered: the chain keeps only the steps with evidence
-    assert "noon" not in kept[0]["cot"] and kept[0]["n_actions"] == 3
+    assert "what is there" not in kept[0]["cot"] and kept[0]["n_actions"] == 3
     stats = cot_stats(tmp_path)
     assert stats["tool_calls"] == 3 and stats["tool_errors"] == 1
     assert stats["tool_error_rate"] == pytest.approx(1 / 3, abs=1e-3)
@@ -173,7 +212,7 @@ async def test_malformed_tool_calls_are_observations_and_counted(tmp_path):
 async def test_question_with_no_caption_evidence_is_rejected(tmp_path):
     def lost(messages):
         n = sum(1 for m in messages if m["role"] == "assistant")
-        return step("far away", "segment_query", "59:00") if n == 0 else \
+        return step("look around", "segment_retrieval", "what is there") if n == 0 else \
             step("guess", "final_answer", "B")
 
     _, _, rejected = await run_stage(tmp_path, Agents(reasoner=lost))

@@ -4,6 +4,8 @@ asserted (docs/stage3-cot.md)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from cot_truth import SPEC, caption_from_truth, mcqs_from_truth, truth_of
 
@@ -12,9 +14,10 @@ from rewatch.models import Models
 from rewatch.models.cache import ResponseCache
 from rewatch.schema import CoTRecord
 from rewatch.store import RunDir
-from rewatch.synth.cot import synthesize_cot
+from rewatch.synth.cot import QUERY_PATTERN, synthesize_cot
 from rewatch.synth.cot_stats import cot_stats
 from rewatch.synth.cot_validate import validate_chain
+from rewatch.synth.tools import CaptionIndex, parse_action
 
 REASONS = {"invalid_reasoner_reply", "invalid_final_answer", "repeated_action", "step_limit",
            "observer_unsupported", "invalid_observer_reply", "answer_without_evidence",
@@ -41,9 +44,23 @@ async def test_embedded_model_runs_stage3_and_resumes_without_calls(tmp_path):
     for rec in run.file("cot.jsonl").read():
         kept = CoTRecord.model_validate(rec)
         assert validate_chain(kept.cot, kept.trajectory, kept.answer, caption.duration).ok
+    targets = CaptionIndex(caption).query_targets()
+    records = [*run.file("cot.jsonl").read(), *run.file("rejected.jsonl").read()]
     for rec in run.file("rejected.jsonl").read():
         assert rec["stage"] == "cot" and rec["reason"] in REASONS, rec
         assert len(rec["trajectory"]) <= cfg.synth.cot.max_steps
+    for rec in records:  # what the grammar guarantees, whatever the model chose
+        actions = [s["action"] for s in rec["trajectory"] if s["action"]]
+        assert len(actions) == len(set(actions)), actions  # no action repeats
+        for a in actions:
+            tool, arg = parse_action(a)
+            assert tool in ("segment_retrieval", "segment_query"), a
+            if tool == "segment_query":
+                assert arg in targets, a  # a real caption line's timestamp or span
+            else:
+                assert re.fullmatch(QUERY_PATTERN, arg), a  # words, not a timestamp
+        answers = [s["final_answer"] for s in rec["trajectory"] if s["final_answer"]]
+        assert set(answers) <= set(mcqs[0].options)
     stats = cot_stats(tmp_path)
     print("embedded stage 3:", stats)
     assert stats["total"] == 1

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, RootModel, create_model
 
 from rewatch.config import Config
 from rewatch.models import ChatModel, ModelError, Models, SchemaError
@@ -62,24 +62,95 @@ class ReasonerStep(BaseModel):
     argument: str = Field(max_length=80)
 
 
-ToolName = Literal["segment_retrieval", "segment_query"]
+# A retrieval query is a description: it starts with a letter (so never a timestamp, which
+# belongs to segment_query), holds no quote, backslash or control character, and is 3-80
+# characters long. The pattern carries the length because llama.cpp's grammar converter uses the
+# pattern and ignores maxLength when both are given.
+QUERY_PATTERN = r'^[A-Za-z][^"\\\x00-\x1f\x7f]{2,79}$'
+# An observation is text about what is seen: it starts with a letter and holds no colon, so it
+# cannot be a bare timestamp (the lines it uses are cited in `timestamps`); 8-300 characters.
+OBSERVATION_PATTERN = r'^[A-Za-z][^"\\:\x00-\x1f\x7f]{7,299}$'
+Thought = Annotated[str, Field(max_length=240)]
+# M_convert's prose sentences (prose mode) are sentences: a first word of letters, a space, then
+# 8-220 more characters. A list marker ("1. The first step") cannot start one (it is layout,
+# and its number would be rejected as a fact no observation holds), nor can a bare letter ("A").
+PROSE_PATTERN = r'^[A-Za-z][A-Za-z\x27-]* [^"\\\x00-\x1f\x7f]{8,220}$'
+REPLY_TOKENS = 400  # covers the longest Reasoner or Observer reply its schema allows
 
 
-@cache
-def reasoner_schema(may_answer: bool) -> type[ReasonerStep]:
-    """The Reasoner's reply schema; before its first action it may not answer (a chain must
-    re-watch the video: the grammar enforces it rather than rejecting afterwards)."""
+def _one_of(values: Sequence[str]) -> Any:
+    """A run-time Literal over `values` (JSON schema: `enum`, or `const` for one value)."""
+    return Literal[tuple(values)]  # type: ignore[valid-type]
+
+
+@lru_cache(maxsize=512)
+def reasoner_schema(targets: tuple[str, ...], letters: tuple[str, ...],
+                    may_answer: bool, must_answer: bool = False) -> type[BaseModel]:
+    """The Reasoner's reply schema for one step: `anyOf` one object per action kind, each
+    `{thought, action, argument}` (plain JSON schema, valid for llama.cpp grammars and vLLM
+    guided decoding).
+
+    - `segment_retrieval`: `argument` is a description (`QUERY_PATTERN`).
+    - `segment_query`: `argument` is one of `targets`, the caption's real line timestamps not
+      yet used in this trajectory (left out when none remain).
+    - `final_answer`: `argument` is one of the option `letters`; left out until `may_answer`
+      (a chain must re-watch before it answers: the grammar enforces it). With `must_answer`
+      (the last step under `answer_at_limit`) it is the only alternative.
+    """
+    answer = create_model(
+        "ReasonerReply" if must_answer else "Answer", thought=(Thought, ...),
+        action=(_one_of(("final_answer",)), ...), argument=(_one_of(letters), ...))
+    if must_answer:  # one plain object, no anyOf
+        return answer
+    variants: list[Any] = [create_model(
+        "Retrieve", thought=(Thought, ...), action=(_one_of(("segment_retrieval",)), ...),
+        argument=(Annotated[str, Field(max_length=80, pattern=QUERY_PATTERN)], ...))]
+    if targets:
+        variants.append(create_model(
+            "Query", thought=(Thought, ...), action=(_one_of(("segment_query",)), ...),
+            argument=(_one_of(targets), ...)))
     if may_answer:
-        return ReasonerStep
-    return create_model("ReasonerAction", __base__=ReasonerStep,
-                        action=(ToolName, ...))  # type: ignore[arg-type]
+        variants.append(answer)
+    union: Any = Union[tuple(variants)]  # noqa: UP007 (a run-time union of model classes)
+    # a named subclass: the schema's title (the json_schema name servers see) is ReasonerReply
+    return type("ReasonerReply", (RootModel[union],), {"__module__": __name__})
 
 
-class Observation(BaseModel):
-    """One reply of A_O on the caption path: what is seen and the timestamps it came from."""
+def open_targets(targets: Mapping[str, frozenset[int]], steps: Sequence[CoTStep]) -> list[str]:
+    """The `segment_query` arguments still allowed after `steps`: a stamp already used is left
+    out, and so is every stamp that returns the same caption lines as a query already made
+    (`00:05` and `00:05-00:06` name the same line: asking again is the same call)."""
+    used_args: set[str] = set()
+    used_lines: set[frozenset[int]] = set()
+    for s in steps:
+        if not s.action:
+            continue
+        try:
+            tool, arg = parse_action(s.action)
+        except ArgumentError:
+            continue
+        if tool == "segment_query":
+            used_args.add(arg.lower())
+            if arg in targets:
+                used_lines.add(targets[arg])
+    return [t for t, lines in targets.items()
+            if t.lower() not in used_args and lines not in used_lines]
 
-    observation: str = Field(max_length=300)
-    timestamps: list[str] = Field(default_factory=list, max_length=4)
+
+def observer_schema(stamps: tuple[str, ...]) -> type[BaseModel]:
+    """A_O's reply schema on the caption path: `timestamps` cites 1-4 of the lines it was shown
+    (an enum of their `MM:SS-MM:SS` stamps), then `observation` says what they show
+    (`OBSERVATION_PATTERN`: words, not a timestamp)."""
+    return _observer_schema(tuple(dict.fromkeys(stamps)))
+
+
+@lru_cache(maxsize=512)
+def _observer_schema(stamps: tuple[str, ...]) -> type[BaseModel]:
+    cite: Any = list[_one_of(stamps)]  # type: ignore[misc]
+    return create_model(
+        "Observation",
+        timestamps=(cite, Field(min_length=1, max_length=min(4, len(stamps)))),
+        observation=(Annotated[str, Field(max_length=300, pattern=OBSERVATION_PATTERN)], ...))
 
 
 class TrajectoryEnd(Exception):
@@ -115,8 +186,16 @@ def _duration(caption: CaptionRecord) -> float:
 
 
 async def reasoner(model: ChatModel, mcq: MCQRecord, duration: float,
-                   steps: list[CoTStep], min_actions: int = 1) -> ReasonerStep:
-    """A_R(H_{t-1}): the next thought and action, given the question and the history so far."""
+                   steps: list[CoTStep], min_actions: int = 1,
+                   targets: Mapping[str, frozenset[int]] | None = None,
+                   must_answer: bool = False) -> ReasonerStep:
+    """A_R(H_{t-1}): the next thought and action, given the question and the history so far.
+
+    The reply is constrained by `reasoner_schema`: `segment_query` may only name a caption line
+    in `targets` (`CaptionIndex.query_targets()`) that this trajectory has not queried yet, and
+    `final_answer` only an option letter. With `targets` None, segment_query is not offered;
+    with `must_answer` (and `min_actions` met) only `final_answer` is.
+    """
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": prompt("cot_reasoner.md")},
         {"role": "user", "content": prompt("cot_question.md").format(
@@ -128,8 +207,14 @@ async def reasoner(model: ChatModel, mcq: MCQRecord, duration: float,
             {"thought": s.thought, "action": tool, "argument": arg}, ensure_ascii=False)})
         messages.append({"role": "user", "content": f"Observation: {s.observation}"})
     may_answer = sum(1 for s in steps if s.action) >= min_actions
-    reply = await model.chat(messages, schema=reasoner_schema(may_answer), max_tokens=160)
-    return reply.parsed
+    schema = reasoner_schema(tuple(open_targets(targets or {}, steps)),
+                             tuple(sorted(mcq.options)), may_answer,
+                             must_answer and may_answer)
+    # the budget covers the longest reply the schema allows (240 + 80 characters of strings,
+    # about a token each at worst): a reply cut off mid-JSON would be refused as invalid
+    reply = await model.chat(messages, schema=schema, max_tokens=REPLY_TOKENS)
+    parsed = reply.parsed.root if isinstance(reply.parsed, RootModel) else reply.parsed
+    return ReasonerStep.model_validate(parsed.model_dump())
 
 
 def _covered(start: float, end: float, lines: list[CaptionLine], tol: float = 0.5) -> bool:
@@ -141,14 +226,17 @@ def _covered(start: float, end: float, lines: list[CaptionLine], tol: float = 0.
         and end <= max(c.end for c in over) + tol
 
 
-async def observer(model: ChatModel, action: str, result: ToolResult) -> str:
-    """A_O on the caption path: phrase the tool's caption lines as an observation; the reply
-    must use only their words and quote only their timestamps (else the trajectory ends)."""
-    lines = format_lines(result.lines)
-    reply = await model.chat([{"role": "user", "content": prompt("cot_observer.md").format(
-        action=action, lines=lines)}], schema=Observation, max_tokens=160)
-    obs: Observation = reply.parsed
-    text = " ".join(obs.observation.split())
+def _stamp(start: float, end: float) -> str:
+    return f"{mmss(start)}-{mmss(end)}" if end > start else mmss(start)
+
+
+def check_observation(text: str, lines: str, stamps: Sequence[str],
+                      result: ToolResult) -> str:
+    """The Observer's checks, whichever Observer wrote `text`: it must say something besides
+    timestamps, use only words of the caption `lines` it was given (or words about watching),
+    and quote only timestamps on lines it was given. Returns the stored observation
+    `At <timestamps>: <text>`; raises TrajectoryEnd otherwise."""
+    text = " ".join(text.split())
     if not any(not w.isdigit() for w in content_words(text)):
         raise TrajectoryEnd("invalid_observer_reply", f"observation {text!r} says nothing", text)
     extra = unsupported_words(text, [lines], META_WORDS)  # the lines' timestamps count too
@@ -157,7 +245,7 @@ async def observer(model: ChatModel, action: str, result: ToolResult) -> str:
                             f"{text[:160]!r} says {', '.join(extra[:8])}, not in the caption",
                             text)
     quoted = []
-    for stamp in obs.timestamps:
+    for stamp in stamps:
         try:
             s, e = parse_timestamp(stamp)
         except ArgumentError:
@@ -166,9 +254,72 @@ async def observer(model: ChatModel, action: str, result: ToolResult) -> str:
         if not _covered(s, e, result.lines):
             raise TrajectoryEnd("observer_unsupported", f"quoted {stamp} is not a line it saw",
                                 text)
-        quoted.append(f"{mmss(s)}-{mmss(e)}" if e > s else mmss(s))
-    quoted = quoted or [f"{mmss(s)}-{mmss(e)}" for s, e in result.spans]
+        quoted.append(_stamp(s, e))
+    quoted = quoted or [_stamp(s, e) for s, e in result.spans]
     return f"At {', '.join(dict.fromkeys(quoted))}: {text}"
+
+
+async def observer(model: ChatModel, action: str, result: ToolResult) -> str:
+    """A_O on the caption path (`observer_mode: llm`): the model is shown only the tool's
+    caption lines and replies `{timestamps, observation}` under `observer_schema` (it must cite
+    lines it was shown and write words, not a timestamp); `check_observation` then holds the
+    reply to those lines' words (else the trajectory ends)."""
+    lines = format_lines(result.lines)
+    schema = observer_schema(tuple(f"{mmss(c.start)}-{mmss(c.end)}" for c in result.lines))
+    reply = await model.chat([{"role": "user", "content": prompt("cot_observer.md").format(
+        action=action, lines=lines)}], schema=schema, max_tokens=REPLY_TOKENS)
+    obs = reply.parsed
+    return check_observation(obs.observation, lines, obs.timestamps, result)
+
+
+def quote_options(result: ToolResult) -> list[str]:
+    """What the quoting Observer may pick: every clause (split at `;`) of every line the tool
+    returned, as `[MM:SS-MM:SS] clause`, in the tool's order, without duplicates."""
+    out = []
+    for c in result.lines:
+        for clause in c.text.split(";"):
+            if clause.strip():
+                out.append(f"[{mmss(c.start)}-{mmss(c.end)}] {' '.join(clause.split())}")
+    return list(dict.fromkeys(out))
+
+
+@lru_cache(maxsize=512)
+def quote_schema(options: tuple[str, ...]) -> type[BaseModel]:
+    """The quoting Observer's reply: `quotes`, 1-4 items of an enum of `quote_options`."""
+    pick: Any = list[_one_of(options)]  # type: ignore[misc]
+    return create_model("Quotes", quotes=(pick, Field(min_length=1,
+                                                      max_length=min(4, len(options)))))
+
+
+async def quote_observer(model: ChatModel, action: str, result: ToolResult) -> str:
+    """A_O as a selector (`observer_mode: quote`): the model picks which clauses of the
+    retrieved lines answer the action (the schema lets it pick nothing else); the observation
+    is those clauses verbatim, `At <their timestamps>: clause; clause`. The model decides what
+    is relevant, not how to say it, so it cannot add a word; `check_observation` still runs."""
+    options = quote_options(result)
+    reply = await model.chat([{"role": "user", "content": prompt("cot_observer_quote.md").format(
+        action=action, quotes="\n".join(options))}], schema=quote_schema(tuple(options)),
+        max_tokens=REPLY_TOKENS)
+    picked = [q for q in options if q in set(reply.parsed.quotes)]  # the tool's order, once
+    stamps = [q[1:q.index("]")] for q in picked]
+    text = "; ".join(q[q.index("]") + 2:] for q in picked)
+    return check_observation(text, format_lines(result.lines), list(dict.fromkeys(stamps)),
+                             result)
+
+
+def extractive_observer(result: ToolResult) -> str:
+    """A_O without a model (`observer_mode: extractive`): the observation is the tool's caption
+    lines verbatim, `At MM:SS-MM:SS: text` for each line, in the order the tool returned them.
+    This is not an LLM observer: it paraphrases nothing and selects nothing beyond what the
+    tool retrieved. The word checks of `check_observation` run on it all the same."""
+    text = " ".join(f"At {_stamp(c.start, c.end)}: {c.text}" for c in result.lines)
+    lines = format_lines(result.lines)
+    if not any(not w.isdigit() for w in content_words(text)):
+        raise TrajectoryEnd("invalid_observer_reply", f"observation {text!r} says nothing", text)
+    extra = unsupported_words(text, [lines], META_WORDS)
+    if extra:  # cannot happen with verbatim lines; kept so both paths pass the same check
+        raise TrajectoryEnd("observer_unsupported", f"says {', '.join(extra[:8])}", text)
+    return " ".join(text.split())
 
 
 async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
@@ -181,12 +332,14 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
         return traj
     index: CaptionIndex = caption_index(caption, cfg.embedder)
     duration = _duration(caption)
+    targets = index.query_targets()
     seen: dict[tuple[str, str], int] = {}
     try:
         for t in range(c.max_steps):
             try:
                 step = await reasoner(models[c.reasoner], mcq, duration, traj.steps,
-                                      c.min_actions)
+                                      c.min_actions, targets,
+                                      c.answer_at_limit and t == c.max_steps - 1)
             except SchemaError as e:
                 raise TrajectoryEnd("invalid_reasoner_reply", str(e)[:300]) from None
             thought = " ".join(step.thought.split())
@@ -219,7 +372,12 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                     raise TrajectoryEnd("invalid_observer_reply", str(e)[:300]) from None
             else:
                 try:
-                    obs = await observer(models[c.observer], action, result)
+                    if c.observer_mode == "extractive":
+                        obs = extractive_observer(result)
+                    elif c.observer_mode == "quote":
+                        obs = await quote_observer(models[c.observer], action, result)
+                    else:
+                        obs = await observer(models[c.observer], action, result)
                 except SchemaError as e:
                     raise TrajectoryEnd("invalid_observer_reply", str(e)[:300]) from None
                 except TrajectoryEnd as end:  # keep the step that failed, for the audit
@@ -263,6 +421,15 @@ def trajectory_text(steps: list[CoTStep]) -> str:
                      f"Observation: {s.observation}" for i, s in enumerate(steps, 1))
 
 
+@lru_cache(maxsize=64)
+def prose_schema(n: int) -> type[BaseModel]:
+    """M_convert's reply in prose mode: exactly `n` step sentences and a conclusion, each a
+    sentence by `PROSE_PATTERN` (at most 240 characters)."""
+    sentence = Annotated[str, Field(max_length=240, pattern=PROSE_PATTERN)]
+    return create_model("ConvertedProse", steps=(list[sentence], Field(
+        min_length=n, max_length=n)), conclusion=(sentence, ...))
+
+
 async def convert_trajectory(model: ChatModel, mcq: MCQRecord, traj: Trajectory,
                              mode: str = "prose") -> str:
     """M_convert: the trajectory as a natural chain of thought in the ReWatch format."""
@@ -273,11 +440,8 @@ async def convert_trajectory(model: ChatModel, mcq: MCQRecord, traj: Trajectory,
     if mode == "free":
         reply = await model.chat([{"role": "user", "content": text}], max_tokens=700)
         return reply.text.strip()
-    sentence = Annotated[str, Field(max_length=240)]
-    schema = create_model("ConvertedProse", steps=(list[sentence], Field(
-        min_length=len(steps), max_length=len(steps))), conclusion=(sentence, ...))
     text += "\n\n" + prompt("cot_convert_json.md").format(n=len(steps))
-    reply = await model.chat([{"role": "user", "content": text}], schema=schema,
+    reply = await model.chat([{"role": "user", "content": text}], schema=prose_schema(len(steps)),
                              max_tokens=120 + 80 * len(steps))
     return render_chain(steps, reply.parsed.steps, reply.parsed.conclusion, traj.answer or "")
 

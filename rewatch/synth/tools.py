@@ -171,6 +171,7 @@ class CaptionIndex:
         self._bm25: Any = None
         self._emb: np.ndarray | None = None
         self._lock = threading.Lock()
+        self._targets: dict[str, frozenset[int]] | None = None
 
     @property
     def duration(self) -> float:
@@ -270,6 +271,25 @@ class CaptionIndex:
                               [(nearest.start, nearest.end)])
         return ToolResult("segment_query", arg, format_lines(lines), lines,
                           [(start, end)])
+
+    def query_targets(self) -> dict[str, frozenset[int]]:
+        """Every `segment_query` argument the Reasoner's grammar may use: each caption line's
+        start (`MM:SS`) and span (`MM:SS-MM:SS`), in time order, mapped to the lines the tool
+        returns for it. Stamps the tool would answer with an error or only with the nearest
+        line are left out, so every allowed argument names a real caption line. Built once per
+        index (one `segment_query` per candidate)."""
+        if self._targets is None:
+            pos = {id(c): i for i, c in enumerate(self.lines)}
+            targets: dict[str, frozenset[int]] = {}
+            for c in self.lines:
+                for stamp in (mmss(c.start), f"{mmss(c.start)}-{mmss(c.end)}"):
+                    if stamp in targets:
+                        continue
+                    result = self.segment_query(stamp)
+                    if result.ok and result.lines and not result.text.startswith("Nothing"):
+                        targets[stamp] = frozenset(pos[id(x)] for x in result.lines)
+            self._targets = targets
+        return self._targets
 
     def run(self, tool: str, argument: str, top_k: int = 3) -> ToolResult:
         """Call a tool by name; an unknown name is an error observation, not an exception."""
