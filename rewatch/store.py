@@ -32,6 +32,7 @@ class JsonlFile:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._ids: set[str] | None = None
+        self._tail_checked = False  # our own appends write whole lines: check once per file
 
     def _repair_tail(self) -> None:
         # A SIGKILL mid-write can leave a line without its newline: cut it so the next
@@ -75,7 +76,9 @@ class JsonlFile:
         line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
         if self._ids is None:
             self.ids()
-        self._repair_tail()
+        if not self._tail_checked:
+            self._repair_tail()
+            self._tail_checked = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
