@@ -23,7 +23,7 @@ console = Console(stderr=True)
 
 ConfigOpt = Annotated[
     str | None,
-    typer.Option("--config", "-c", help="YAML config: a path, or a name under configs/ "
+    typer.Option("--config", "-c", help="YAML config: a path, or a name under rewatch/configs/ "
                  "(demo, vllm). Default: built-in embedded defaults."),
 ]
 SetOpt = Annotated[

@@ -1,4 +1,4 @@
-"""One pydantic config tree, loaded from YAML under configs/ and overridden with dotted keys."""
+"""One pydantic config tree, loaded from YAML under rewatch/configs/ and overridden with dotted keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 class ConfigError(ValueError):
