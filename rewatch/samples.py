@@ -78,13 +78,13 @@ def fetch_gradio_world(cache_dir: Path = CACHE_DIR, version: str = GRADIO_VERSIO
 class Shape:
     """A coloured shape on screen from `enter` to `leave` seconds, moving at `velocity` px/s."""
 
-    kind: str  # "circle" or "square"
+    kind: str  # "circle", "square", "rectangle" (2:1, wide) or "triangle"
     colour: str  # a key of COLOURS
     enter: float
     leave: float
     start: tuple[float, float]  # centre (x, y) in pixels at `enter`
     velocity: tuple[float, float] = (0.0, 0.0)
-    size: int = 24  # radius (circle) or half side (square)
+    size: int = 24  # radius (circle), half side (square, triangle), half height (rectangle)
 
     def centre(self, t: float) -> tuple[float, float]:
         dt = t - self.enter
@@ -167,6 +167,13 @@ def render_frame(spec: SyntheticSpec, t: float) -> np.ndarray:
         colour = tuple(int(c) for c in COLOURS[s.colour])
         if s.kind == "circle":
             cv2.circle(img, (x, y), s.size, colour, -1, lineType=cv2.LINE_AA)
+        elif s.kind == "triangle":
+            pts = np.array([(x, y - s.size), (x - s.size, y + s.size), (x + s.size, y + s.size)],
+                           np.int32)
+            cv2.fillPoly(img, [pts], colour, lineType=cv2.LINE_AA)
+        elif s.kind == "rectangle":
+            cv2.rectangle(img, (x - 2 * s.size, y - s.size), (x + 2 * s.size, y + s.size),
+                          colour, -1)
         else:
             cv2.rectangle(img, (x - s.size, y - s.size), (x + s.size, y + s.size), colour, -1)
     return img

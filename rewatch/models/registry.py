@@ -27,6 +27,10 @@ def build_model(spec: ModelSpec, cache: ResponseCache | None = None) -> ChatMode
         return OpenAIChatModel(spec.model, spec.base_url, api_key_env=spec.api_key_env,
                                concurrency=spec.concurrency, timeout_s=spec.timeout_s,
                                max_retries=spec.max_retries, structured=spec.structured, **common)
+    if spec.backend == "objects":
+        from rewatch.models.objects import ObjectCaptioner
+
+        return ObjectCaptioner(spec.model, cache=cache)
     if spec.backend == "tagger":
         from rewatch.models.tagger import FrameTagger
 

@@ -152,17 +152,11 @@ def tidy_summary(text: str) -> str:
     return " ".join(kept)
 
 
-async def caption_video(path: str | Path, cfg: Config, models: Models, *,
-                        info: VideoInfo | None = None, seg: Segmentation | None = None
-                        ) -> tuple[VideoRecord, CaptionRecord]:
-    """Stage 1 on one video: segment, caption each chunk, realign, summarise."""
+async def detail_caption(path: str | Path, cfg: Config, captioner: ChatModel, info: VideoInfo,
+                         seg: Segmentation) -> tuple[list[CaptionLine], int]:
+    """C_detail: M_cap on each chunk's frames at the high rate, realigned t = t_start + τ and
+    sorted; returns (lines, lines clipped into their chunk)."""
     c = cfg.synth.caption
-    captioner, summarizer = models[c.captioner], models[c.summarizer]
-    vid = video_id(path)
-    if info is None:
-        info = await asyncio.to_thread(probe, path, cfg.video.root)
-    if seg is None:
-        seg = await asyncio.to_thread(segment, path, cfg.video, info)
     detail: list[CaptionLine] = []
     clipped = 0
     for t_start, t_end in seg.chunks:
@@ -174,6 +168,21 @@ async def caption_video(path: str | Path, cfg: Config, models: Models, *,
         detail += lines
         clipped += n
     detail.sort(key=lambda x: (x.start, x.end))
+    return detail, clipped
+
+
+async def caption_video(path: str | Path, cfg: Config, models: Models, *,
+                        info: VideoInfo | None = None, seg: Segmentation | None = None
+                        ) -> tuple[VideoRecord, CaptionRecord]:
+    """Stage 1 on one video: segment, caption each chunk, realign, summarise."""
+    c = cfg.synth.caption
+    captioner, summarizer = models[c.captioner], models[c.summarizer]
+    vid = video_id(path)
+    if info is None:
+        info = await asyncio.to_thread(probe, path, cfg.video.root)
+    if seg is None:
+        seg = await asyncio.to_thread(segment, path, cfg.video, info)
+    detail, clipped = await detail_caption(path, cfg, captioner, info, seg)
     summary = await summarize(detail, summarizer)
     video = VideoRecord(id=vid, path=str(path), duration=info.duration, fps=info.fps,
                         frames=info.frames, width=info.width, height=info.height,

@@ -1,0 +1,217 @@
+"""Correctness against the ground truth of generated videos, where the truth is known exactly.
+
+- `caption_scores`: the captioner's event recall (each shape's appearance with its colour and
+  shape at the right second ±1 s, and each departure) and precision (lines naming a colour and
+  shape that is not on screen within ±1 s), and count lines that give the true count.
+- `answer_truth`: whether a short answer is consistent with the truth at its evidence time:
+  colours, shapes, directions, positions, counts and appear/leave events named by the answer
+  must hold for a shape visible then (constrained by the colour and shape the question names).
+  It is a rule-based check of the answer's facts, not of the question's whole meaning, and says
+  `unverifiable` when the answer names none of these facts.
+- `heldout_specs`: generated videos that are not the demo's own (seeded layouts with circles,
+  squares, rectangles and triangles), for measuring the captioner and the pipeline.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rewatch.samples import GroundTruth, Shape, SyntheticSpec
+from rewatch.schema import CaptionLine
+from rewatch.video.stats import NAMED_COLOURS
+
+KINDS = ("circle", "square", "rectangle", "triangle")
+_KIND_WORDS = {"circle": "circle", "circles": "circle", "square": "square", "squares": "square",
+               "rectangle": "rectangle", "rectangles": "rectangle", "triangle": "triangle",
+               "triangles": "triangle"}
+_DIRECTIONS = ("left", "right", "up", "down")
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten".split())}
+_COLOUR_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, NAMED_COLOURS), key=len,
+                                                     reverse=True)) + r")\b")
+TOL = 1.0  # seconds either side
+
+
+def colours_in(text: str) -> list[str]:
+    return _COLOUR_RE.findall(text.lower())
+
+
+def kinds_in(text: str) -> list[str]:
+    return [_KIND_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _KIND_WORDS]
+
+
+def numbers_in(text: str) -> list[int]:
+    out = [int(x) for x in re.findall(r"\b\d+\b", text)]
+    out += [_NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _NUMBER_WORDS]
+    return out
+
+
+def _visible(truth: GroundTruth, a: float, b: float) -> list[Shape]:
+    """Shapes on screen at some moment of [a, b]."""
+    return [s for s in truth.spec.shapes if s.enter <= b and s.leave > a]
+
+
+def _backgrounds(truth: GroundTruth, a: float, b: float) -> set[str]:
+    scenes = truth.spec.scenes
+    out = set()
+    for i, (start, colour) in enumerate(scenes):
+        end = scenes[i + 1][0] if i + 1 < len(scenes) else truth.spec.duration
+        if start <= b and end > a:
+            out.add(colour)
+    return out
+
+
+@dataclass
+class CaptionScore:
+    """Event recall and line precision of one caption against one video's truth."""
+
+    events: int = 0
+    recalled: int = 0
+    object_lines: int = 0
+    false_lines: int = 0
+    count_lines: int = 0
+    true_counts: int = 0
+
+    def add(self, other: CaptionScore) -> CaptionScore:
+        for k in vars(self):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        return self
+
+    @property
+    def recall(self) -> float:
+        return self.recalled / self.events if self.events else 0.0
+
+    @property
+    def precision(self) -> float:
+        return 1 - self.false_lines / self.object_lines if self.object_lines else 0.0
+
+
+def caption_scores(truth: GroundTruth, lines: Iterable[CaptionLine]) -> CaptionScore:
+    """Recall of appear/leave events and precision of object lines (module docstring)."""
+    lines = list(lines)
+    score = CaptionScore()
+    appear = re.compile(r"\b(appears|is)\b")
+    leave = re.compile(r"\b(disappears|moves out of view|leaves)\b")
+    for s in truth.spec.shapes:
+        wanted = [(s.enter, appear)]
+        # a shape whose last moment is a cut does not leave: the whole scene changes
+        if s.leave < truth.spec.duration and not any(abs(s.leave - c) < 1e-6
+                                                     for c in truth.cut_times):
+            wanted.append((s.leave, leave))
+        for when, verb in wanted:
+            score.events += 1
+            score.recalled += any(
+                abs(ln.start - when) <= TOL and s.colour in colours_in(ln.text)
+                and s.kind in kinds_in(ln.text) and verb.search(ln.text) for ln in lines)
+    for ln in lines:
+        cs, ks = colours_in(ln.text), kinds_in(ln.text)
+        if cs and ks:
+            score.object_lines += 1
+            seen = _visible(truth, ln.start - TOL, ln.end + TOL)
+            if not any(x.colour == cs[0] and x.kind == ks[0] for x in seen):
+                score.false_lines += 1
+        m = re.match(r"^(\w+) objects? (?:is|are) on screen", ln.text)
+        if m and numbers_in(m.group(1)):
+            score.count_lines += 1
+            n = numbers_in(m.group(1))[0]
+            t = ln.start + 0.25
+            score.true_counts += any(truth.count_at(x) == n for x in (t - 0.5, t, t + 0.5))
+    return score
+
+
+def _moves(s: Shape, direction: str) -> bool:
+    return s.direction() == direction
+
+
+def _side(s: Shape, t: float, direction: str, width: int, height: int) -> bool:
+    x, y = s.centre(max(s.enter, min(t, s.leave)))
+    return {"left": x < width / 3, "right": x > 2 * width / 3, "up": y < height / 3,
+            "down": y > 2 * height / 3, "top": y < height / 3,
+            "bottom": y > 2 * height / 3, "centre": width / 3 <= x <= 2 * width / 3,
+            "center": width / 3 <= x <= 2 * width / 3}[direction]
+
+
+def answer_truth(truth: GroundTruth, question: str, answer: str,
+                 evidence: Iterable[tuple[float, float]]) -> str:
+    """'true', 'false' or 'unverifiable': the answer's facts against the truth near the
+    evidence spans (module docstring)."""
+    spans = list(evidence) or [(0.0, truth.spec.duration)]
+    a_text = answer.lower()
+    colours, kinds = colours_in(a_text), kinds_in(a_text)
+    q_colours, q_kinds = colours_in(question), kinds_in(question)
+    words = set(re.findall(r"[a-z]+", a_text))
+    dirs = [d for d in (*_DIRECTIONS, "top", "bottom", "centre", "center") if d in words]
+    numbers = numbers_in(a_text)
+    events = {w for w in words if w in {"appears", "appear", "appeared", "disappears",
+                                        "disappear", "disappeared", "leaves", "leave", "left",
+                                        "still", "stays"}}
+    if not (colours or kinds or dirs or numbers or events):
+        return "unverifiable"
+    spec = truth.spec
+    for a, b in spans:
+        lo, hi = a - TOL, b + TOL
+        shapes = _visible(truth, lo, hi)
+        # the shape the question is about, narrowed by the colours/kinds it names
+        about = [s for s in shapes if (not q_colours or s.colour in q_colours or colours)
+                 and (not q_kinds or s.kind in q_kinds or kinds)]
+        ok = True
+        if colours:
+            pool = [s for s in about if s.colour in colours and (not q_kinds or kinds
+                                                                 or s.kind in q_kinds)]
+            ok &= bool(pool) or any(c in _backgrounds(truth, lo, hi) for c in colours)
+            about = pool or about
+        if kinds and ok:
+            pool = [s for s in about if s.kind in kinds and (not q_colours or colours
+                                                             or s.colour in q_colours)]
+            ok &= bool(pool)
+            about = pool or about
+        if dirs and ok:
+            t = (a + b) / 2
+            ok &= any(_moves(s, d) or _side(s, t, d, spec.width, spec.height)
+                      for s in about for d in dirs)
+        if numbers and ok and not (colours or kinds or dirs):
+            counts = {truth.count_at(lo + k * 0.25) for k in range(int((hi - lo) / 0.25) + 1)}
+            ok &= any(n in counts for n in numbers)
+        if events and ok and not (colours or kinds or dirs or numbers):
+            if events & {"still", "stays"}:
+                ok &= any(s.direction() is None for s in about)
+            else:
+                ok &= any(lo <= s.enter <= hi or lo <= s.leave <= hi for s in about)
+        if ok:
+            return "true"
+    return "false"
+
+
+def heldout_specs(n: int = 4, seed: int = 1) -> list[SyntheticSpec]:
+    """Generated videos that are not the demo's own: seeded scenes (2-3 shots, plain
+    backgrounds) with 2-4 shapes of every kind entering, moving and leaving at known seconds."""
+    rng = random.Random(seed)
+    backgrounds = ["navy", "black", "gray", "maroon", "dark green", "white"]
+    fills = ["red", "green", "blue", "yellow", "orange", "purple", "cyan", "pink", "white"]
+    specs = []
+    for k in range(n):
+        duration = float(rng.choice([10, 12, 14]))
+        cuts = sorted(rng.sample(range(3, int(duration) - 2), rng.choice([1, 2])))
+        bgs = rng.sample(backgrounds, len(cuts) + 1)
+        scenes = ((0.0, bgs[0]), *((float(c), bgs[i + 1]) for i, c in enumerate(cuts)))
+        shapes = []
+        used: set[tuple[str, str]] = set()
+        for _ in range(rng.choice([2, 3, 4])):
+            colour = rng.choice([c for c in fills if c not in bgs])
+            kind = rng.choice(KINDS)
+            if (colour, kind) in used:
+                continue
+            used.add((colour, kind))
+            enter = float(rng.randrange(0, int(duration) - 3))
+            leave = min(duration, enter + rng.randrange(3, 8))
+            x, y = rng.randrange(50, 270), rng.randrange(50, 190)
+            vx = rng.choice([0.0, 0.0, 30.0, -30.0])
+            vx = -abs(vx) if x > 160 else abs(vx)
+            shapes.append(Shape(kind, colour, enter, leave, (x, y), (vx, 0.0),
+                                size=rng.choice([14, 18, 22])))
+        specs.append(SyntheticSpec(name=f"heldout{seed}_{k}", duration=duration, scenes=scenes,
+                                   shapes=tuple(shapes)))
+    return specs

