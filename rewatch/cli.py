@@ -53,6 +53,7 @@ def _reserved(name: str, issue: str) -> None:
 def demo(
     out: str = typer.Option("runs/demo", help="Run directory to write (a rerun resumes)."),
     limit: int | None = typer.Option(None, help="Use only the first N sample videos."),
+    videos: str | None = typer.Option(None, help="A folder of videos instead of the samples."),
     config: ConfigOpt = "demo",
     set_: SetOpt = None,
 ) -> None:
@@ -73,7 +74,12 @@ def demo(
     except RunDirError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
-    asyncio.run(run_demo(cfg, out, limit=limit))
+    if videos is not None:
+        from rewatch.synth.pipeline import find_videos
+
+        asyncio.run(run_demo(cfg, out, videos=find_videos(videos, limit)))
+    else:
+        asyncio.run(run_demo(cfg, out, limit=limit))
 
 
 @app.command()

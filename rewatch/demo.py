@@ -19,6 +19,7 @@ from rewatch.config import Config
 from rewatch.models.cache import ResponseCache
 from rewatch.store import JsonlFile, RunDir
 from rewatch.synth.pipeline import STAGES, score_chains, synthesize
+from rewatch.truth import run_correctness
 
 
 def demo_videos(limit: int | None = None) -> list[Path]:
@@ -61,7 +62,8 @@ async def run_demo(cfg: Config, out: str | Path, *, limit: int | None = None,
     seconds["total"] = time.monotonic() - t0
 
     summary = _summary(out, exports, rewards, seconds, result.model_stats)
-    console.print(_table(summary))
+    summary["correctness on generated videos"] = run_correctness(out)
+    console.print(_table(summary, cfg))
     console.print(f"report: {html}")
     return summary
 
@@ -102,8 +104,9 @@ def _summary(out: Path, exports: dict[str, int],
     }
 
 
-def _table(summary: dict[str, Any]) -> Table:
-    table = Table(title="rewatch demo summary (embedded models: SmolLM2-135M + frame tagger)")
+def _table(summary: dict[str, Any], cfg: Config) -> Table:
+    names = sorted({m.model for m in cfg.models.values()})
+    table = Table(title=f"rewatch demo summary (models: {', '.join(names)})")
     table.add_column("measure")
     table.add_column("value")
     for key, value in summary.items():

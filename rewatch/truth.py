@@ -18,6 +18,8 @@ import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from rewatch.samples import GroundTruth, Shape, SyntheticSpec
 from rewatch.schema import CaptionLine
@@ -215,3 +217,80 @@ def heldout_specs(n: int = 4, seed: int = 1) -> list[SyntheticSpec]:
         specs.append(SyntheticSpec(name=f"heldout{seed}_{k}", duration=duration, scenes=scenes,
                                    shapes=tuple(shapes)))
     return specs
+
+
+def known_truth(path: str | Path, extra: Iterable[SyntheticSpec] = ()) -> GroundTruth | None:
+    """The ground truth of a generated video, found by its file name (`synthetic_path` names
+    carry the spec's hash), or None for any other video."""
+    from rewatch.samples import SYNTHETIC_SPECS, synthetic_path
+
+    p = Path(path)
+    for spec in (*SYNTHETIC_SPECS, *heldout_specs(), *extra):
+        if synthetic_path(p.parent, spec).name == p.name:
+            return GroundTruth(spec, p, [round(s * spec.fps) for s, _c in spec.scenes[1:]])
+    return None
+
+
+def _spans(evidence: Iterable[str]) -> list[tuple[float, float]]:
+    from rewatch.synth.tools import ArgumentError, parse_timestamp
+
+    out = []
+    for e in evidence:
+        stamp = e.split("]", 1)[0].strip("[ ")
+        try:
+            out.append(parse_timestamp(stamp))
+        except ArgumentError:
+            continue
+    return out
+
+
+def run_correctness(run: str | Path) -> dict[str, Any]:
+    """Correctness of a run directory's records on its generated videos (known truth):
+    accepted answers that are true, MCQs whose keyed option is true and no other option is,
+    kept chains whose answer is the true one and whose observations quote C_detail."""
+    from rewatch.store import JsonlFile
+    from rewatch.schema import CaptionRecord
+    from rewatch.synth.cot_validate import META_WORDS, unsupported_words
+
+    root = Path(run)
+    truths = {r["id"]: known_truth(r["path"]) for r in JsonlFile(root / "videos.jsonl").read()}
+    truths = {k: v for k, v in truths.items() if v is not None}
+    captions = {r["video_id"]: r for r in JsonlFile(root / "captions.jsonl").read()}
+    qa = {r["id"]: r for r in JsonlFile(root / "qa.jsonl").read() if r["video_id"] in truths}
+    verdict = {k: answer_truth(truths[r["video_id"]], r["question"], r["answer"],
+                               _spans(r["evidence"])) for k, r in qa.items()}
+    mcq_ok = mcq_n = 0
+    mcq_key: dict[str, bool] = {}
+    for m in JsonlFile(root / "mcq.jsonl").read():
+        if m["qa_id"] not in qa:
+            continue
+        r = qa[m["qa_id"]]
+        spans = _spans(r["evidence"])
+        truth = truths[m["video_id"]]
+        others = [answer_truth(truth, r["question"], t, spans)
+                  for k, t in m["options"].items() if k != m["answer"]]
+        ok = verdict[r["id"]] == "true" and "true" not in others
+        mcq_key[m["id"]] = ok
+        mcq_n += 1
+        mcq_ok += ok
+    chain_ok = chain_n = 0
+    for c in JsonlFile(root / "cot.jsonl").read():
+        if c["mcq_id"] not in mcq_key:
+            continue
+        chain_n += 1
+        caption = CaptionRecord.model_validate(captions[c["video_id"]]).detail_text()
+        grounded = all(not unsupported_words(s["observation"] or "", [caption], META_WORDS)
+                       for s in c["trajectory"] if s.get("action"))
+        chain_ok += mcq_key[c["mcq_id"]] and grounded
+    counts = {v: sum(x == v for x in verdict.values()) for v in ("true", "false", "unverifiable")}
+    return {
+        "generated videos": len(truths),
+        "accepted answers true": _share(counts["true"], len(verdict)),
+        "answers false / unverifiable": f"{counts['false']} / {counts['unverifiable']}",
+        "MCQ keys true": _share(mcq_ok, mcq_n),
+        "chains right and grounded": _share(chain_ok, chain_n),
+    }
+
+
+def _share(k: int, n: int) -> str:
+    return f"{k}/{n} = {100 * k / n:.0f}%" if n else "0/0"

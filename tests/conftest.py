@@ -9,8 +9,9 @@ from rewatch.models.local import EmbeddedChatModel
 
 @pytest.fixture(scope="session")
 def embedded_llm() -> EmbeddedChatModel:
-    """The real SmolLM2-135M in llama.cpp (no cache: every call generates tokens)."""
-    return EmbeddedChatModel()
+    """The real SmolLM2-135M in llama.cpp, the fast model of unit tests (no cache: every call
+    generates tokens)."""
+    return EmbeddedChatModel("smollm2-135m")
 
 
 @pytest.fixture

@@ -107,13 +107,13 @@ class Panel:
             q = self.anchored.get(line, "not json at all")
             return q if isinstance(q, str) else json.dumps(
                 {"question": q.question, "answer": q.answer})
-        if "questions about small details" in prompt:
+        if "different questions that the detailed caption answers" in prompt:
             self._count("generation")
             marker = next(m for m in self.questions if m in prompt)
             if marker in self.garbage_for:
                 return "Sure! Here are some questions: 1. what"
             return json.dumps({"questions": [q.gen() for q in self.questions[marker]]})
-        if "Do the caption lines state this answer?" in prompt:
+        if "is the proposed answer the correct answer" in prompt:
             self._count("F1")
             q = self._find(prompt)
             return json.dumps({"supported": q.supported, "reason": "scripted"})
@@ -125,9 +125,16 @@ class Panel:
         if "wrong answers that look plausible" in prompt:
             self._count("distractors")
             return json.dumps({"distractors": list(self._find(prompt).distractors)})
-        if "ALSO correct" in prompt:
-            self._count("distractor_check")
-            return json.dumps({"also_correct": list(self._find(prompt).also_correct)})
+        if "which option answers the question?" in prompt:
+            # the key check: the scripted judge picks the answer, or a distractor it was told
+            # is also correct (also_correct: 1-based indices into `distractors`)
+            self._count("key_check")
+            q = self._find(prompt)
+            options = dict(re.findall(r"^([A-J])\. (.*)$", prompt, re.M))
+            also = {q.distractors[i - 1] for i in q.also_correct}
+            pick = next((k for k, v in options.items() if v in also), None)
+            return json.dumps({"answer": pick or next(
+                k for k, v in options.items() if v == q.answer)})
         q = self._find(prompt)
         if "Summary of a video:" in prompt:
             self._count("F3")

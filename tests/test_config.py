@@ -14,7 +14,11 @@ from rewatch.store import RunDir
 def test_shipped_configs_load():
     demo = load_config("demo")
     assert demo.models["llm"].backend == "embedded"
-    assert demo.models["captioner"].backend == "tagger"
+    assert demo.models["llm"].model == "qwen2.5-coder-1.5b"
+    assert demo.models["captioner"].backend == "objects"
+    # the probe panel holds two different models
+    assert {demo.models[p].model for p in demo.synth.qa.probes} == {"qwen2.5-coder-1.5b",
+                                                                    "smollm2-135m"}
     real = load_config("vllm")
     assert real.models["llm"].backend == "openai"
     assert real.models["llm"].base_url.startswith("http://127.0.0.1")

@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 from qa_scripted import (
     COUNT,
+    COUNT_CHECKED,
     EVENTS,
     FEW,
     GOOD,
@@ -132,6 +133,11 @@ def test_mcq_items_are_well_formed(finished):
         assert normalize_answer(qa["answer"]) not in wrong
         assert "yellow triangle" not in m.options.values()  # overlaps the answer: dropped
         assert "1" not in m.options.values()  # the judge found it true per C_detail
+    # the key check: the judge solved each item from C_detail; where it picked "1" (true per
+    # the scripted judge) that distractor was struck and replaced, and the item says so
+    counting = [m for m in items if m.question == COUNT_CHECKED.question]
+    assert len(counting) == 2
+    assert sorted(m.checks["key_check"]["struck"] for m in counting) == [[], ["1"]]
     # the two items of one question differ in letter or options
     by_qa: dict[str, list[MCQRecord]] = {}
     for m in items:

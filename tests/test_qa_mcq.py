@@ -82,7 +82,7 @@ def test_short_pool_is_filled_from_the_caption():
     from rewatch.synth.mcq import caption_distractors, reformulate_mcq
 
     q = Q("What appears when the red circle leaves?", "triangle", evidence=("00:09",),
-          distractors=("...", "..."), also_correct=(2,))
+          distractors=("...", "..."))
     events = [(0, 1, "a brown dog barks"), (1, 2, "a grey cat jumps"), (2, 3, "a small bird sings"),
               (3, 4, "a white horse runs"), (4, 5, "a gold fish swims"),
               (8, 10, "the red circle leaves; a yellow triangle appears")]
@@ -102,6 +102,21 @@ def test_short_pool_is_filled_from_the_caption():
         sets, ev = asyncio.run(go())
     assert sorted(ev["from_caption"]) == sorted(caption_distractors(cap, rec))
     assert len(ev["from_caption"]) == 5 and "yellow" not in ev["from_caption"]
-    assert len(ev["also_correct"]) == 1  # the judge's pick left the pool
-    assert len(sets) == 2 and all(len(s) == 4 for s in sets)
-    assert all(ev["also_correct"][0] not in s and "triangle" not in s for s in sets)
+    # five distractors: two different sets (never the same set twice), none the answer
+    assert len(sets) == 2 and set(sets[0]) != set(sets[1])
+    assert all(len(s) == 4 == len(set(s)) and "triangle" not in s for s in sets)
+
+
+def test_distractor_sets_differ_and_are_disjoint_when_the_pool_allows():
+    import random
+
+    from rewatch.synth.mcq import distractor_sets
+
+    pool = [f"d{i}" for i in range(8)]
+    two = distractor_sets(pool, 4, 2, random.Random(0))
+    assert len(two) == 2 and not set(two[0]) & set(two[1])
+    for size in (5, 6, 7):  # fewer than 2 x 4: the two sets overlap but are never the same
+        sets = distractor_sets(pool[:size], 4, 2, random.Random(size))
+        assert len(sets) == 2 and set(sets[0]) != set(sets[1])
+        assert all(len(s) == len(set(s)) == 4 for s in sets)
+    assert len(distractor_sets(pool[:4], 4, 2, random.Random(0))) == 1  # only one set exists

@@ -56,7 +56,7 @@ class Summary(BaseModel):
     """M_sum's reply: C_sum."""
 
     # bounded so a small model's constrained decoding must close the string in time
-    summary: str = Field(min_length=1, max_length=400)
+    summary: str = Field(min_length=1, max_length=240)
 
 
 @dataclass
@@ -134,7 +134,7 @@ async def summarize(detail: list[CaptionLine], summarizer: ChatModel) -> str:
     for g in groups:
         prompt = load_prompt("summary.md").format(detail="\n".join(g) or "(no caption lines)")
         reply = await summarizer.chat([{"role": "user", "content": prompt}], schema=Summary,
-                                      max_tokens=200)
+                                      max_tokens=120)
         parts.append(tidy_summary(reply.parsed.summary))
     return " ".join(p for p in parts if p)
 

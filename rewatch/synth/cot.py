@@ -57,7 +57,7 @@ def prompt(name: str) -> str:
 class ReasonerStep(BaseModel):
     """One reply of A_R: a thought and an action (final_answer carries the option letter)."""
 
-    thought: str = Field(max_length=240)
+    thought: str = Field(max_length=160)
     action: Literal["segment_retrieval", "segment_query", "final_answer"]
     argument: str = Field(max_length=80)
 
@@ -70,7 +70,7 @@ QUERY_PATTERN = r'^[A-Za-z][^"\\\x00-\x1f\x7f]{2,79}$'
 # An observation is text about what is seen: it starts with a letter and holds no colon, so it
 # cannot be a bare timestamp (the lines it uses are cited in `timestamps`); 8-300 characters.
 OBSERVATION_PATTERN = r'^[A-Za-z][^"\\:\x00-\x1f\x7f]{7,299}$'
-Thought = Annotated[str, Field(max_length=240)]
+Thought = Annotated[str, Field(max_length=160)]
 # M_convert's prose sentences (prose mode) are sentences: a first word of letters, a space, then
 # 8-220 more characters. A list marker ("1. The first step") cannot start one (it is layout,
 # and its number would be rejected as a fact no observation holds), nor can a bare letter ("A").
@@ -492,6 +492,18 @@ def _advance(progress: Any, total: int) -> Callable[[], None]:
     return lambda: progress(1)
 
 
+def chain_order(mcqs: list[MCQRecord], limit: int = 0) -> list[MCQRecord]:
+    """The MCQs to chain, in order: every question's first item, then the second items, ...
+    (file order within each round); with `limit`, the first `limit` of them."""
+    rank: dict[str, int] = {}
+    keyed = []
+    for i, m in enumerate(mcqs):
+        rank[m.qa_id] = rank.get(m.qa_id, -1) + 1
+        keyed.append((rank[m.qa_id], i, m))
+    ordered = [m for _r, _i, m in sorted(keyed, key=lambda x: x[:2])]
+    return ordered[:limit] if limit else ordered
+
+
 async def synthesize_cot(run: RunDir, cfg: Config, models: Models,
                          progress: Any = None) -> dict[str, int]:
     """Stage 3 over a run directory: captions.jsonl + mcq.jsonl -> cot.jsonl and rejections.
@@ -502,7 +514,8 @@ async def synthesize_cot(run: RunDir, cfg: Config, models: Models,
     """
     captions = {r["video_id"]: CaptionRecord.model_validate(r)
                 for r in run.file("captions.jsonl").read()}
-    mcqs = [MCQRecord.model_validate(r) for r in run.file("mcq.jsonl").read()]
+    mcqs = chain_order([MCQRecord.model_validate(r) for r in run.file("mcq.jsonl").read()],
+                       cfg.synth.cot.max_chains)
     kept_file, rejected_file = run.file("cot.jsonl"), run.file("rejected.jsonl")
     counts = {"total": len(mcqs), "kept": 0, "rejected": 0, "skipped": 0, "errors": 0}
     done = kept_file.ids() | rejected_file.ids()

@@ -47,19 +47,24 @@ def distractor_schema(n: int) -> type[BaseModel]:
         list[Annotated[str, Field(max_length=60)]], Field(min_length=1, max_length=n)))
 
 
-class DistractorCheck(BaseModel):
-    """The judge's reply: numbers of the options that C_detail makes correct too."""
-
-    also_correct: list[int] = Field(default_factory=list, max_length=12)
-
-
 @cache
-def check_schema(n: int) -> type[BaseModel]:
-    """DistractorCheck for n listed options: numbers 1..n, at most n of them (a small model
-    otherwise counts on until it runs out of tokens)."""
-    numbers: Any = Literal[tuple(range(1, n + 1))]  # type: ignore[valid-type]
-    return create_model("DistractorCheck", also_correct=(
-        list[numbers], Field(default_factory=list, max_length=n)))
+def letter_schema(letters: str) -> type[BaseModel]:
+    """The judge's reply on a multiple-choice item: one of the option letters."""
+    return create_model("KeyCheck", answer=(Literal[tuple(letters)], ...))  # type: ignore[valid-type]
+
+
+async def key_check(question: str, options: dict[str, str], detail: str, cfg: Config,
+                    models: Models, tally: Counter[str] | None = None) -> str | None:
+    """The judge solves the item from C_detail: the letter it picks (None if its reply never
+    fits). A keyed letter it does not pick means an option is ambiguous or the key is wrong."""
+    listing = "\n".join(f"{k}. {v}" for k, v in options.items())
+    try:
+        got = await ask(models[cfg.synth.qa.judge], load_prompt("qa_key_check.md").format(
+            detail=detail, question=question, options=listing),
+            letter_schema("".join(options)), 12, tally, "key_check")
+    except SchemaError:
+        return None
+    return str(got.answer)
 
 
 def validate_mcq(options: dict[str, str], answer: str, num_options: int | None = None
@@ -171,28 +176,23 @@ async def reformulate_mcq(qa: QARecord, caption: CaptionRecord, cfg: Config, mod
         ev["from_caption"] = [t for t in pool if t in extra]
     if len(pool) < need:
         return [], ev | {"reason": f"too_few_distractors: {len(pool)} distinct, need {need}"}
-    listing = "\n".join(f"{i}. {t}" for i, t in enumerate(pool, 1))
-    try:
-        check = await ask(models[q.judge], load_prompt("qa_distractor_check.md").format(
-            detail=detail, question=qa.question, answer=qa.answer, options=listing),
-            check_schema(len(pool)), 8 + 4 * len(pool), tally, "distractor_check")
-    except SchemaError as e:
-        return [], ev | {"reason": "check_schema_error", "error": str(e)[:300]}
-    also = {i for i in check.also_correct if 1 <= i <= len(pool)}
-    ev["also_correct"] = [pool[i - 1] for i in sorted(also)]
-    pool = [t for i, t in enumerate(pool, 1) if i not in also]
-    if len(pool) < need:
-        return [], ev | {"reason": f"too_few_distractors_after_check: {len(pool)} left, need "
-                                   f"{need}"}
-    rng = random.Random(stable_id("distractors", cfg.synth.seed, qa.id))
-    sets = []
-    if len(pool) >= need * q.mcq_per_question:  # disjoint sets: two genuinely different items
-        shuffled = rng.sample(pool, len(pool))
-        sets = [shuffled[j * need:(j + 1) * need] for j in range(q.mcq_per_question)]
-    else:
-        sets = [rng.sample(pool, need) for _ in range(q.mcq_per_question)]
-    ev["pool"] = pool
-    return sets, ev
+    ev["pool"], ev["detail"] = pool, detail
+    return distractor_sets(pool, need, q.mcq_per_question,
+                           random.Random(stable_id("distractors", cfg.synth.seed, qa.id))), ev
+
+
+def distractor_sets(pool: list[str], need: int, k: int, rng: random.Random) -> list[list[str]]:
+    """Up to k different sets of `need` distractors from `pool`: windows of a seeded shuffle
+    read as a ring, starting evenly apart, so sets are disjoint when the pool allows and never
+    the same set twice (a pool of exactly `need` gives one item)."""
+    ring = rng.sample(pool, len(pool))
+    sets: list[list[str]] = []
+    for j in range(min(k, len(pool))):
+        start = j * len(pool) // k
+        window = [ring[(start + i) % len(ring)] for i in range(need)]
+        if all(set(window) != set(s) for s in sets):
+            sets.append(window)
+    return sets
 
 
 def caption_distractors(caption: CaptionRecord, qa: QARecord, seed: int = 0) -> list[str]:
@@ -240,15 +240,43 @@ async def build_video_mcqs(accepted: list[QARecord], caption: CaptionRecord, cfg
             if written and iid in written:
                 continue
             letter = balancer.choose(iid)
-            options = place_options(rec.answer, distractors, letter, iid, cfg.synth.seed)
-            problem = validate_mcq(options, letter, q.num_options)
-            if problem:  # cannot happen after clean_distractors; guarded all the same
+            options, check = await checked_options(rec, distractors, ev["pool"], letter, iid,
+                                                   ev["detail"], cfg, models, tally)
+            problem = validate_mcq(options, letter, q.num_options) or check.get("problem")
+            if problem:
                 balancer.counts[letter] -= 1
-                rejections.append(reject(STAGE, iid, rec.video_id, "format", problem,
-                                         qa_id=rec.id, options=options, answer=letter))
+                rejections.append(reject(STAGE, iid, rec.video_id, "key_check" if "problem"
+                                         in check else "format", problem, qa_id=rec.id,
+                                         options=options, answer=letter, checks=check))
                 continue
             items.append(MCQRecord(id=iid, qa_id=rec.id, video_id=rec.video_id,
                                    question=rec.question, options=options, answer=letter,
-                                   qtype=rec.qtype, checks={k: v for k, v in ev.items()
-                                                            if k != "pool"}))
+                                   qtype=rec.qtype, checks={**{k: v for k, v in ev.items()
+                                                               if k not in ("pool", "detail")},
+                                                            **check}))
     return items, rejections
+
+
+async def checked_options(rec: QARecord, distractors: list[str], pool: list[str], letter: str,
+                          key: str, detail: str, cfg: Config, models: Models,
+                          tally: Counter[str] | None) -> tuple[dict[str, str], dict[str, Any]]:
+    """Place the options and have the judge solve the item from C_detail (`key_check`). A
+    distractor the judge picks is struck (it may be true as well) and replaced by an unused one
+    from the pool, once; if the judge still misses the key, `problem` says so."""
+    seed = cfg.synth.seed
+    struck: list[str] = []
+    current = list(distractors)
+    for attempt in range(2):
+        options = place_options(rec.answer, current, letter, key, seed)
+        chose = await key_check(rec.question, options, detail, cfg, models, tally)
+        if chose == letter:
+            return options, {"key_check": {"judge": chose, "struck": struck}}
+        if chose is None:
+            return options, {"problem": "key_check_schema_error"}
+        struck.append(options[chose])
+        spare = [d for d in pool if d not in current and d not in struck]
+        if attempt == 1 or not spare:
+            break
+        current = [spare[0] if d == options[chose] else d for d in current]
+    return options, {"problem": f"judge_chose_{chose}: {options[chose]!r}, key {letter}",
+                     "key_check": {"judge": chose, "struck": struck}}

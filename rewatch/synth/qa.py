@@ -93,16 +93,19 @@ class AnchoredQuestion(BaseModel):
 
 
 @cache
-def fixed_answer_schema(answer: str, about: tuple[str, ...] = ()) -> type[BaseModel]:
-    """AnchoredQuestion with the answer forced to `answer` (answer_hint=fix): the model writes
-    the question to it (the answer comes first, so the question is written knowing it), and
-    with `about` the question must name one of those words of the target line."""
+def fixed_answer_schema(answer: str | None, about: tuple[str, ...] = ()) -> type[BaseModel]:
+    """AnchoredQuestion with the answer forced to `answer` (answer_hint=fix; None: free): the
+    model writes the question to it (the answer comes first, so the question is written
+    knowing it), and with `about` the question must name one of those words of the target
+    line (or its time, with `anchor_time`)."""
     pattern = QUESTION_PATTERN
     if about:
         alts = "|".join(re.escape(w) for w in about)
         pattern = QUESTION_PATTERN.replace(r"[^\"\n?]{4,180}\?$",
                                            rf"[^\"\n?]{{0,90}}({alts})[^\"\n?]{{0,90}}\?$")
-    return create_model("AnchoredQuestion", answer=(one_of((answer,)), ...),
+    answer_type: Any = (one_of((answer,)), ...) if answer is not None else (
+        str, Field(min_length=1, max_length=60))
+    return create_model("AnchoredQuestion", answer=answer_type,
                         question=(str, Field(min_length=8, max_length=200, pattern=pattern)))
 
 
@@ -173,6 +176,8 @@ async def anchored_generation(caption: CaptionRecord, line: CaptionLine, qtype: 
     schema: type[BaseModel] = AnchoredQuestion
     if hint and qa.answer_hint == "fix":
         schema = fixed_answer_schema(hint, line_words(line, hint))
+    elif qa.anchor_time:  # the question names the target line's time: one moment, no doubt
+        schema = fixed_answer_schema(None, (mmss(line.start),))
     got = await ask(generator, prompt, schema, 120, tally, "generation")
     return {"question": got.question, "answer": got.answer, "qtype": qtype,
             "evidence": [f"{mmss(line.start)}-{mmss(line.end)}"], "line": line}
@@ -200,7 +205,9 @@ def generation_checks(c: Candidate, seen: set[str]) -> str | None:
     q, a = f" {normalize_answer(c.question)} ", normalize_answer(c.answer)
     if f" {a} " in q:
         return "answer_in_question"
-    about = answer_tokens(" ".join(x.text for x in c.evidence)) - answer_tokens(c.answer)
+    # the question names something of its evidence lines (a word of the answer may be it:
+    # "What colour is the background ..." -> "gray background")
+    about = answer_tokens(" ".join(x.text for x in c.evidence))
     if not answer_tokens(c.question) & about:
         return "question_not_about_evidence"
     if q in seen:
@@ -216,7 +223,7 @@ def generation_id(caption: CaptionRecord, cfg: Config) -> str:
     mode_prompt = "qa_generate.md" if qa.generation == "free" else "qa_generate_anchored.md"
     return stable_id(STAGE, caption.id, cfg.models[qa.generator].model_dump(), qa.generation,
                      qa.question_types, qa.questions_per_video, qa.max_context_chars,
-                     qa.anchor_context_chars, qa.answer_hint, cfg.synth.seed,
+                     qa.anchor_context_chars, qa.answer_hint, qa.anchor_time, cfg.synth.seed,
                      load_prompt(mode_prompt))
 
 
@@ -286,6 +293,8 @@ async def generate_qa(run: RunDir, cfg: Config, models: Models, progress: Any = 
     counts: Counter[str] = Counter()
     rejected_by: Counter[str] = Counter()
     sem = asyncio.Semaphore(cfg.synth.concurrency)
+    # one video at a time keeps an in-process model's cached prompt prefix (the caption) warm
+    videos_gate = asyncio.Semaphore(cfg.synth.videos_at_once or max(1, len(captions)))
     task = progress.add_task("stage 2: questions", total=len(captions)) if progress else None
 
     def write_reject(row: dict[str, Any]) -> None:
@@ -343,6 +352,10 @@ async def generate_qa(run: RunDir, cfg: Config, models: Models, progress: Any = 
         return rec
 
     async def one_video(caption: CaptionRecord) -> None:
+        async with videos_gate:
+            await video_questions(caption)
+
+    async def video_questions(caption: CaptionRecord) -> None:
         gen_id = generation_id(caption, cfg)
         try:
             if done.video_done(gen_id):

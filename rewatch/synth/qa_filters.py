@@ -42,7 +42,7 @@ class Verdict(BaseModel):
     """F1: does C_detail support the answer?"""
 
     supported: bool
-    reason: str = Field("", max_length=120)
+    reason: str = Field("", max_length=60)
 
 
 class ProbeAnswer(BaseModel):
@@ -247,7 +247,7 @@ async def answer_verification(c: Candidate, caption: CaptionRecord, judge: ChatM
         detail=detail, question=c.question, answer=c.answer,
         evidence="; ".join(line_text(x) for x in c.evidence))
     try:
-        v = await ask(judge, prompt, Verdict, 60, tally, "F1")
+        v = await ask(judge, prompt, Verdict, 40, tally, "F1")
     except SchemaError as e:
         return FilterResult("F1", False, "judge_schema_error", {"method": "judge",
                                                                 "error": str(e)[:300]})
