@@ -182,9 +182,19 @@ class EvalConfig(Section):
     temperature: float = 0.0
     max_tokens: int = 2048
     # auto: ReWatch prompts, Video-Holmes' official prompt (and temperature 0.1) in think mode;
-    # rewatch: ReWatch prompts everywhere; official: the benchmark's own prompt where it has one
-    prompt_style: Literal["auto", "rewatch", "official"] = "auto"
-    judge: str | None = None  # a key of `models`: grades VCR-Bench free-text answers
+    # rewatch: ReWatch prompts everywhere (the text the SFT export trains on); official: the
+    # benchmark's own prompt where it has one; rewatch-r1: the inference prompt of the
+    # ReWatch-R1 release (alibaba/ReWatch-R1 README), for its checkpoints
+    prompt_style: Literal["auto", "rewatch", "official", "rewatch-r1"] = "auto"
+    prompt_file: str | None = None  # a template of your own for every question (see docs)
+    # official: each benchmark's own extraction and metric rules, quirks included (random
+    # fallbacks seeded by `seed`); strict: never guesses. Both are always computed and
+    # reported side by side; this one is the headline.
+    extraction: Literal["official", "strict"] = "official"
+    seed: int = 0  # seed of the official random fallbacks (MINERVA, VideoMathQA CoT)
+    # a key of `models`: runs the LLM steps of the official scoring (VCR-Bench extraction and
+    # grading, VideoMathQA CoT post-processing) and grades strict VCR-Bench free-text answers
+    judge: str | None = None
     prepare_workers: int = Field(2, ge=1)  # threads decoding/encoding frames (frames mode)
     prepare_ahead: int = Field(4, ge=1)  # videos whose frames are held ready at once
     frame_timestamps: bool = True  # a "[MM:SS]" text part before each frame

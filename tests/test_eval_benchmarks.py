@@ -13,6 +13,7 @@ import pytest
 
 from rewatch.eval.benchmarks import (
     BenchmarkFormatError,
+    ScoreOptions,
     UnsafePathError,
     get_benchmark,
     names,
@@ -144,17 +145,17 @@ def test_vcr_bench_rules(bench_dir: tuple[Path, list[str]]) -> None:
     items = b.load(fx.vcr(tmp, vids), tmp / "videos")
     assert [it.kind for it in items] == ["mcq", "open", "open", "open"]
     assert [it.extra["answer_type"] for it in items] == ["choice", "temporal", "spatial", "text"]
-    assert [it.categories["duration"] for it in items] == [
-        "short (<=1 min)", "medium (1-5 min)", "long (>5 min)", "short (<=1 min)"]
+    # cau_acc.py's buckets (duration <= 60, <= 300, else)
+    assert [it.categories["duration"] for it in items] == ["0-60", "60-300", "300+", "0-60"]
     good = {"1": "<answer>A</answer>", "2": "From 1.6 to 3.0 s: [1.6, 3.0]",  # IoU 0.93
             "3": "<answer>[12, 12, 50, 50]</answer>", "4": "It is red."}  # box IoU 0.9025
-    s = b.score(items, good, {"4": True})
+    s = b.score(items, good, ScoreOptions(judgments={"open_judge:4": '{"correct": true}'}))
     assert s.correct == 4 and s.unjudged == 0
     s = b.score(items, good)  # no judge verdict: unjudged, counted wrong
     assert s.correct == 3 and s.unjudged == 1
     bad = {"1": "B", "2": "[0, 3]",  # temporal IoU 0.5 <= 0.7
            "3": "[10, 10, 30, 30]", "4": "blue"}  # box IoU 0.25 <= 0.5
-    s = b.score(items, bad, {"4": False})
+    s = b.score(items, bad, ScoreOptions(judgments={"open_judge:4": '{"correct": false}'}))
     assert s.correct == 0 and s.no_answer == 0
     assert b.score(items, {"2": "sometime in the middle"}).no_answer == 1
 

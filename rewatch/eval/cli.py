@@ -18,16 +18,27 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-BenchOpt = Annotated[str, typer.Option("--bench", "-b", help="Benchmark name (rewatch eval list).")]
-DataOpt = Annotated[Path, typer.Option("--data", "-d", help="The benchmark's official file.")]
+BENCH_HELP = ("Benchmark: vcr-bench (VCR-Bench), minerva (MINERVA), video-holmes (Video-Holmes), "
+              "videomathqa / videomathqa-mbin (VideoMathQA mcq / multi-binary), cg-av-counting "
+              "(CG-AV-Counting); aliases: rewatch eval list.")
+BenchOpt = Annotated[str, typer.Option("--bench", "-b", help=BENCH_HELP)]
+DataOpt = Annotated[Path, typer.Option("--data", "-d", help="The benchmark's official file, or "
+                                                           "the folder of its download (a "
+                                                           "Hugging Face snapshot).")]
+ExtractionOpt = Annotated[str | None, typer.Option(
+    "--extraction", help="official | strict (eval.extraction): the headline scores. official "
+    "reproduces each benchmark's own extraction and metric rules (random fallbacks seeded by "
+    "eval.seed); strict never guesses. Both are always computed and reported.")]
 
 
 def _items(bench_name: str, data: Path, videos: Path | None, protocol: str):  # type: ignore[no-untyped-def]
     from rewatch.eval.benchmarks import BenchmarkFormatError, get_benchmark
+    from rewatch.eval.downloads import resolve_download
 
     try:
         bench = get_benchmark(bench_name, protocol=protocol)
-        items = bench.load(data, videos or data.parent)
+        data_file, videos_dir = resolve_download(bench, data, videos)
+        items = bench.load(data_file, videos_dir)
     except (KeyError, ValueError, BenchmarkFormatError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
@@ -35,7 +46,7 @@ def _items(bench_name: str, data: Path, videos: Path | None, protocol: str):  # 
     if len(set(ids)) != len(ids):
         console.print(f"[red]{data}: item ids are not unique[/red]")
         raise typer.Exit(2)
-    return bench, items
+    return bench, items, data_file, videos_dir
 
 
 @app.command("list")
@@ -91,7 +102,9 @@ def _served_model(base_url: str) -> str:
 def run_cmd(
     bench: BenchOpt,
     data: DataOpt,
-    videos: Annotated[Path, typer.Option("--videos", "-v", help="Folder holding the videos.")],
+    videos: Annotated[Path | None, typer.Option(
+        "--videos", "-v", help="Folder holding the videos (default: where the download keeps "
+        "them, e.g. <snapshot>/videos).")] = None,
     model: Annotated[str, typer.Option(help="'embedded', a server URL (…/v1), or a name in "
                                             "the config's models table.")] = "embedded",
     served_model: Annotated[str | None, typer.Option(help="Model name on the server (default: "
@@ -104,8 +117,10 @@ def run_cmd(
     captions: Annotated[Path | None, typer.Option(help="text_proxy: Stage 1 captions.jsonl of "
                                                        "the videos (else they are captioned "
                                                        "into the run directory).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions (a multi-binary "
+                                                   "question keeps all its pairs).")] = None,
     label: Annotated[str | None, typer.Option(help="Row name in reports.")] = None,
+    extraction: ExtractionOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -114,21 +129,33 @@ def run_cmd(
     Example: rewatch eval run --bench video-holmes --data test_Video-Holmes.json
     --videos Benchmark/videos --model http://127.0.0.1:8000/v1 --mode think --inputs video_url
     """
+    from rewatch.eval.benchmarks import limit_items
+    from rewatch.eval.downloads import ensure_videos
     from rewatch.eval.run import EvalRunner, RunMismatch
     from rewatch.models.cache import ResponseCache
-    from rewatch.models.registry import Models
+    from rewatch.models.registry import Models, build_model
 
     overrides = list(set_ or [])
     overrides += [f"eval.mode={mode}"] if mode else []
     overrides += [f"eval.inputs={inputs}"] if inputs else []
+    overrides += [f"eval.extraction={extraction}"] if extraction else []
     cfg = get_config(config, overrides)
-    cfg.video.root = str(videos.expanduser().resolve())
     cfg.eval.model = _model_entry(cfg, model, served_model)
-    b, items = _items(bench, data, videos, cfg.eval.counting_protocol)
-    items = items[:limit] if limit else items
+    b, items, data_file, videos_dir = _items(bench, data, videos, cfg.eval.counting_protocol)
+    cfg.video.root = str(videos_dir.expanduser().resolve())
+    items = limit_items(items, limit)
+    try:
+        ensure_videos(items)  # members of a downloaded zip are extracted on first use
+    except (OSError, ValueError) as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
     out = out or Path("runs/eval") / f"{b.name}-{cfg.eval.mode}-{cfg.eval.inputs}"
     out.mkdir(parents=True, exist_ok=True)
-    models = Models(cfg, ResponseCache(out / "cache.sqlite") if cfg.cache else None)
+    cache = ResponseCache(out / "cache.sqlite") if cfg.cache else None
+    models = Models(cfg, cache)
+    # the eval model gets no cache of its own: the runner keys replies cheaply (video file
+    # identity + sampling + prompt) instead of hashing every ~1 MB request body
+    eval_model = build_model(cfg.models[cfg.eval.model], None)
 
     async def go():  # type: ignore[no-untyped-def]
         caps = None
@@ -137,14 +164,18 @@ def run_cmd(
         judge = models[cfg.eval.judge] if cfg.eval.judge else None
         with progress() as bar:
             task = bar.add_task(f"{b.name} {cfg.eval.mode}", total=len(items))
-            runner = EvalRunner(b, cfg, out, models[cfg.eval.model], videos_dir=videos,
-                                judge=judge, captions=caps,
-                                on_done=lambda: bar.advance(task))
+            runner = EvalRunner(b, cfg, out, eval_model, videos_dir=videos_dir, judge=judge,
+                                captions=caps, on_done=lambda: bar.advance(task), cache=cache)
             bar.advance(task, len(runner.preds.ids() & {it.id for it in items}))
             try:
-                return await runner.run(items, {"label": label, "data": str(data),
-                                                "videos": str(videos)})
+                return await runner.run(items, {"label": label, "data": str(data_file),
+                                                "videos": str(videos_dir),
+                                                "seed": cfg.eval.seed,
+                                                "judge": cfg.eval.judge})
             finally:
+                close = getattr(eval_model, "aclose", None)
+                if close is not None:
+                    await close()
                 await models.aclose()
 
     try:
@@ -152,14 +183,25 @@ def run_cmd(
     except RunMismatch as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
-    s = result.score
-    assert s is not None
-    console.print(f"{b.name}: {s.metric} [bold]{s.score:.2f}[/bold] over {s.n} "
-                  f"({s.correct} correct, {s.no_answer} no answer, {s.missing} missing"
-                  f"{f', {s.unjudged} unjudged' if s.unjudged else ''}); this run: "
-                  f"{result.answered} answered, {result.failed} failed (errors.jsonl), "
+    for line in _score_lines(b.name, result.scores, cfg.eval.extraction):
+        console.print(line)
+    console.print(f"this run: {result.answered} answered, {result.failed} failed (errors.jsonl), "
                   f"{result.calls} model calls, {result.cache_hits} cache hits, "
-                  f"{result.wall_s:.1f} s -> {out}/scores.json")
+                  f"{result.judge_calls} judge calls, {result.wall_s:.1f} s -> {out}/scores.json")
+
+
+def _score_lines(name: str, scores, primary: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """One line per extraction mode, the headline first, with the honest counts."""
+    lines = []
+    for mode in sorted(scores, key=lambda m: m != primary):
+        s = scores[mode]
+        extra = [f"{s.guessed} guessed"] if mode == "official" else []
+        extra += [f"{s.unjudged} unjudged"] if s.unjudged else []
+        extra += [f"{s.needs_judge} need the judge"] if s.needs_judge else []
+        lines.append(f"{name} [{mode}]: {s.metric} {s.score:.2f} over {s.n} ({s.correct} "
+                     f"correct, {s.no_answer} unparsed, {s.missing} missing"
+                     + "".join(f", {x}" for x in extra) + ")")
+    return lines
 
 
 async def _captions(path: Path | None, items, cfg, out: Path, models):  # type: ignore[no-untyped-def]
@@ -185,29 +227,56 @@ def score_cmd(
     videos: Annotated[Path | None, typer.Option(help="Videos folder (only to resolve paths; "
                                                      "default: the data file's folder).")] = None,
     protocol: Annotated[str, typer.Option(help="CG-AV-Counting protocol.")] = "long",
+    extraction: ExtractionOpt = None,
+    judge: Annotated[str | None, typer.Option(help="A name in the config's models table: run "
+                                                   "the scoring's LLM steps not yet in "
+                                                   "judgments.jsonl (eval.judge).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Rescore predictions by the official rules, without a model.
+    """Rescore predictions in both extraction modes (official and strict), without the model
+    that answered; writes scores.json and scored.jsonl.
 
     Example: rewatch eval score --bench minerva --data minerva.json
-    --predictions runs/eval/minerva-think-frames
+    --predictions runs/eval/minerva-think-frames --extraction official
     """
-    from rewatch.eval.run import score_run, write_scores
+    from rewatch.eval.run import run_meta, score_run_async, write_scores
+    from rewatch.models.cache import ResponseCache
+    from rewatch.models.registry import Models
 
-    b, items = _items(bench, data, videos, protocol)
+    overrides = list(set_ or [])
+    overrides += [f"eval.extraction={extraction}"] if extraction else []
+    overrides += [f"eval.judge={judge}"] if judge else []
+    cfg = get_config(config, overrides)
+    b, items, _data, _videos = _items(bench, data, videos, protocol)
     run_dir = predictions if predictions.is_dir() else predictions.parent
     if not (run_dir / "predictions.jsonl").exists():
         console.print(f"[red]{run_dir}/predictions.jsonl not found[/red]")
         raise typer.Exit(2)
-    s = score_run(b, items, run_dir)
-    write_scores(run_dir, s, {"rescored": True})
+    meta = run_meta(run_dir)
+    think = meta.get("mode", cfg.eval.mode) == "think"
+    seed = int(meta.get("seed", cfg.eval.seed))
+    models = Models(cfg, ResponseCache(run_dir / "cache.sqlite") if cfg.cache else None)
+
+    async def go():  # type: ignore[no-untyped-def]
+        try:
+            jm = models[cfg.eval.judge] if cfg.eval.judge else None
+            return await score_run_async(b, items, run_dir, seed=seed, think=think, judge=jm,
+                                         concurrency=cfg.eval.concurrency)
+        finally:
+            await models.aclose()
+
+    scores, calls = asyncio.run(go())
+    write_scores(run_dir, scores, cfg.eval.extraction, {"rescored": True, "judge_calls": calls})
     if as_json:
-        typer.echo(json.dumps(s.to_dict(), indent=2, default=str))
-    else:
-        typer.echo(f"{b.name}: {s.metric} {s.score:.2f} over {s.n} ({s.correct} correct, "
-                   f"{s.no_answer} no answer, {s.missing} missing)")
-        for k, v in s.metrics.items():
-            typer.echo(f"  {k}: {v:.3f}")
+        typer.echo(json.dumps({m: s.to_dict() for m, s in scores.items()}, indent=2,
+                              default=str))
+        return
+    for line in _score_lines(b.name, scores, cfg.eval.extraction):
+        typer.echo(line)
+    for k, v in scores[cfg.eval.extraction].metrics.items():
+        typer.echo(f"  {k}: {v:.3f}")
 
 
 @app.command("report")

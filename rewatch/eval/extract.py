@@ -251,6 +251,24 @@ def extract_span(text: str) -> tuple[float, float] | None:
     return None
 
 
+_TV = r"(\d+:\d{2}(?::\d{2})?(?:\.\d+)?|\d+(?:\.\d+)?)"
+_BRACKET_SPAN = re.compile(r"\[\s*" + _TV + r"\s*(?:s|sec|seconds)?\s*,\s*" + _TV
+                           + r"\s*(?:s|sec|seconds)?\s*\]", re.I)
+
+
+def bracket_span(text: str) -> tuple[float, float] | None:
+    """The last time span written as a bracketed pair, `[12.5, 20]` or `[00:12, 00:20]`, in
+    the answer block (else the final text): the form the prompts ask for. Looser forms ("3-5",
+    "3 to 5") are not spans here: a score "2-1" must not read as one."""
+    block = answer_block(text)
+    body = block if block is not None else final_text(text)
+    hits = _BRACKET_SPAN.findall(body)
+    if not hits:
+        return None
+    a, b = seconds(hits[-1][0]), seconds(hits[-1][1])
+    return (min(a, b), max(a, b))
+
+
 def extract_box(text: str) -> tuple[float, float, float, float] | None:
     """The last [x1, y1, x2, y2] box written in `text`."""
     block = answer_block(text)

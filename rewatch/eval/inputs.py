@@ -18,9 +18,12 @@ from rewatch.schema import CaptionRecord, mmss
 Message = dict[str, Any]
 
 
-def load_prompt(name: str) -> str:
-    """A prompt file under rewatch/eval/prompts/."""
-    return resources.files("rewatch.eval").joinpath(f"prompts/{name}.txt").read_text().rstrip()
+def load_prompt(name: str, *, strip: bool = True) -> str:
+    """A prompt file under rewatch/eval/prompts/ (`strip=False` keeps it byte for byte, as the
+    official prompts must be)."""
+    text = resources.files("rewatch.eval").joinpath(f"prompts/{name}.txt").read_text(
+        encoding="utf-8")
+    return text.rstrip() if strip else text
 
 
 def prompt_name(item: EvalItem, mode: str, style: str, official: str | None) -> str:

@@ -1,5 +1,7 @@
-"""`rewatch eval report`: the paper's table (benchmarks as columns, Avg), per-category tables, a
-bar chart, and optionally the paper's published rows, labelled as published figures.
+"""`rewatch eval report`: the paper's table (benchmarks as columns, Avg) with the official and
+the strict score of every benchmark side by side, the guessed / unparsed / missing counts of
+each mode, per-category tables, a bar chart, and optionally the paper's published rows,
+labelled as published figures (they are official-harness numbers: the official columns).
 
 Every string that came from a model or a file is escaped before it goes into HTML.
 """
@@ -33,6 +35,9 @@ PUBLISHED_NOTE = ("published figures copied from the ReWatch-R1 paper (Qwen2.5-V
                   "thinking mode); not measured by this tool")
 
 
+MODES = ("official", "strict")
+
+
 @dataclass
 class RunScores:
     """One run directory's scores.json, read back."""
@@ -40,9 +45,10 @@ class RunScores:
     path: Path
     label: str
     bench: str
-    score: dict[str, Any]
+    score: dict[str, Any]  # the headline mode's
     meta: dict[str, Any]
     examples: list[dict[str, Any]] = field(default_factory=list)  # replies with no answer
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # every mode present
 
 
 def row_label(meta: dict[str, Any]) -> str:
@@ -73,23 +79,41 @@ def load_run(run_dir: str | Path, examples: int = 3) -> RunScores:
                                "reply": str(rec.get("reply", ""))[:400]})
                     if len(ex) >= examples:
                         break
-    return RunScores(p, row_label(meta), data["score"]["bench"], data["score"], meta, ex)
+    score = data["score"]
+    # runs scored before both modes existed hold one (strict) score
+    scores = data.get("scores") or {score.get("mode", "strict"): score}
+    return RunScores(p, row_label(meta), score["bench"], score, meta, ex, scores)
 
 
 Row = tuple[str, list[float | None], bool]
 
 
-def table_rows(runs: list[RunScores], published: bool) -> list[Row]:
-    """(label, five column values or None, is_published) rows; runs grouped by label."""
-    by_label: dict[str, dict[str, float]] = {}
+def _value(r: RunScores, mode: str) -> float | None:
+    s = r.scores.get(mode)
+    return float(s["score"]) if s is not None else None
+
+
+def table_rows(runs: list[RunScores], published: bool, mode: str = "official") -> list[Row]:
+    """(label, five column values or None, is_published) rows of one mode; runs grouped by
+    label. Published rows are official-harness figures: they fill the official mode only."""
+    by_label: dict[str, dict[str, float | None]] = {}
     for r in runs:
-        by_label.setdefault(r.label, {})[r.bench] = float(r.score["score"])
+        by_label.setdefault(r.label, {})[r.bench] = _value(r, mode)
     rows: list[tuple[str, list[float | None], bool]] = []
     if published:
-        rows += [(f"{k} [published]", list(v), True) for k, v in PUBLISHED.items()]
+        rows += [(f"{k} [published]", list(v) if mode == "official" else [None] * len(v), True)
+                 for k, v in PUBLISHED.items()]
     for label, scores in by_label.items():
         rows.append((label, [scores.get(b) for b, _ in COLUMNS], False))
     return rows
+
+
+def paired_rows(runs: list[RunScores], published: bool
+                ) -> list[tuple[str, list[float | None], list[float | None], bool]]:
+    """(label, official values, strict values, is_published) for the side-by-side table."""
+    off = table_rows(runs, published, "official")
+    strict = table_rows(runs, published, "strict")
+    return [(a[0], a[1], b[1], a[2]) for a, b in zip(off, strict, strict=True)]
 
 
 def average(values: list[float | None]) -> tuple[float | None, int]:
@@ -110,22 +134,37 @@ def _avg_cell(values: list[float | None]) -> str:
     return _fmt(avg) if n == len(COLUMNS) else (f"{_fmt(avg)}*" if avg is not None else "–")
 
 
+def _head() -> list[str]:
+    return [f"{t} {m}" for _, t in COLUMNS for m in ("official", "strict")] + [
+        "Avg official", "Avg strict"]
+
+
+def _cells(off: list[float | None], strict: list[float | None]) -> list[str]:
+    return [c for a, b in zip(off, strict, strict=True) for c in (_fmt(a), _fmt(b))] + [
+        _avg_cell(off), _avg_cell(strict)]
+
+
 def markdown(runs: list[RunScores], published: bool = True) -> str:
-    """The whole report as markdown."""
-    head = "| Model | " + " | ".join(t for _, t in COLUMNS) + " | Avg |"
-    lines = ["# Evaluation report", "", head, "|" + "---|" * (len(COLUMNS) + 2)]
-    for label, vals, _pub in table_rows(runs, published):
-        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in vals)
-                     + f" | {_avg_cell(vals)} |")
+    """The whole report as markdown: official and strict scores side by side."""
+    lines = ["# Evaluation report", "", "| Model | " + " | ".join(_head()) + " |",
+             "|" + "---|" * (len(_head()) + 1)]
+    for label, off, strict, _pub in paired_rows(runs, published):
+        lines.append(f"| {label} | " + " | ".join(_cells(off, strict)) + " |")
     lines += ["", "Scores in percent (CG-AV-Counting: exact-match Acc; VideoMathQA: mcq). "
-              "Avg* = mean over the benchmarks present."]
+              "official: each benchmark's own extraction and metric code reproduced, quirks and "
+              "random fallbacks included (seeded); strict: never guesses, a reply without an "
+              "answer is wrong and counted. Avg* = mean over the benchmarks present."]
     if published:
-        lines.append(f"Rows marked [published] are {PUBLISHED_NOTE}.")
+        lines.append(f"Rows marked [published] are {PUBLISHED_NOTE}; they are official-harness "
+                     "figures, so only their official columns are filled.")
     for r in runs:
-        lines += ["", f"## {r.label} — {r.bench}", "", _counts_line(r.score)]
+        lines += ["", f"## {r.label} — {r.bench}", ""]
+        lines += [f"- {_counts_line(s)}" for _m, s in _modes(r)]
         if r.score.get("metrics"):
-            lines.append("Metrics: " + ", ".join(f"{k} {_fmt(v)}" for k, v in
-                                                 r.score["metrics"].items()))
+            for m, s in _modes(r):
+                if s.get("metrics"):
+                    lines.append(f"Metrics ({m}): " + ", ".join(
+                        f"{k} {_fmt(v)}" for k, v in s["metrics"].items()))
         for key, groups in r.score.get("breakdowns", {}).items():
             cols = sorted({c for g in groups.values() for c in g})
             lines += ["", f"| {key} | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
@@ -134,10 +173,24 @@ def markdown(runs: list[RunScores], published: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _modes(r: RunScores) -> list[tuple[str, dict[str, Any]]]:
+    return [(m, r.scores[m]) for m in MODES if m in r.scores]
+
+
 def _counts_line(s: dict[str, Any]) -> str:
-    return (f"{s['metric']} **{s['score']:.2f}** over {s['n']} "
-            f"({s['correct']} correct, {s['no_answer']} no answer, {s['missing']} missing"
-            + (f", {s['unjudged']} unjudged" if s.get("unjudged") else "") + ")")
+    mode = s.get("mode", "strict")
+    extra = ""
+    if mode == "official":
+        extra += f", {s.get('guessed', 0)} guessed"
+        if s.get("seed") is not None:
+            extra += f" (seed {s['seed']})"
+    if s.get("unjudged"):
+        extra += f", {s['unjudged']} unjudged"
+    if s.get("needs_judge"):
+        extra += f", {s['needs_judge']} need the judge (official LLM step not run)"
+    return (f"{mode}: {s['metric']} **{s['score']:.2f}** over {s['n']} "
+            f"({s['correct']} correct, {s['no_answer']} no answer (unparsed), "
+            f"{s['missing']} missing{extra})")
 
 
 def bar_chart(runs: list[RunScores], path: str | Path, published: bool = True) -> Path:
@@ -160,8 +213,8 @@ def bar_chart(runs: list[RunScores], path: str | Path, published: bool = True) -
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(COLUMNS))])
     ax.set_xticklabels([t for _, t in COLUMNS])
     ax.set_ylabel("score (%)")
-    ax.set_title("ReWatch-R1 benchmarks" + (" (hatched: published in the paper, not measured "
-                                            "here)" if published else ""))
+    ax.set_title("ReWatch-R1 benchmarks, official extraction"
+                 + (" (hatched: published in the paper, not measured here)" if published else ""))
     ax.legend(fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
     out = Path(path)
@@ -173,20 +226,24 @@ def bar_chart(runs: list[RunScores], path: str | Path, published: bool = True) -
 def html_report(runs: list[RunScores], chart: str | None, published: bool = True) -> str:
     """A self-contained HTML page; every run-derived string is escaped."""
     e = html.escape
-    th = "".join(f"<th>{e(t)}</th>" for _, t in COLUMNS)
-    body = [f"<table><tr><th>Model</th>{th}<th>Avg</th></tr>"]
-    for label, vals, pub in table_rows(runs, published):
+    th = "".join(f"<th colspan=2>{e(t)}</th>" for _, t in COLUMNS)
+    sub = "".join("<th>official</th><th>strict</th>" for _ in (*COLUMNS, "avg"))
+    body = [f"<table><tr><th rowspan=2>Model</th>{th}<th colspan=2>Avg</th></tr><tr>{sub}</tr>"]
+    for label, off, strict, pub in paired_rows(runs, published):
         cls = ' class="published"' if pub else ""
-        body.append(f"<tr{cls}><td>{e(label)}</td>" + "".join(f"<td>{_fmt(v)}</td>" for v in vals)
-                    + f"<td>{e(_avg_cell(vals))}</td></tr>")
+        body.append(f"<tr{cls}><td>{e(label)}</td>"
+                    + "".join(f"<td>{e(c)}</td>" for c in _cells(off, strict)) + "</tr>")
     body.append("</table>")
+    body.append("<p class=note>official: each benchmark's own extraction and metric code "
+                "reproduced (random fallbacks seeded); strict: never guesses.</p>")
     if published:
         body.append(f"<p class=note>Rows marked [published] are {e(PUBLISHED_NOTE)}.</p>")
     if chart:
         body.append(f'<img alt="bar chart" src="{e(chart)}">')
     for r in runs:
         s = r.score
-        body.append(f"<h2>{e(r.label)} — {e(r.bench)}</h2><p>{e(_counts_line(s))}</p>")
+        body.append(f"<h2>{e(r.label)} — {e(r.bench)}</h2>" + "".join(
+            f"<p>{e(_counts_line(x).replace('**', ''))}</p>" for _m, x in _modes(r)))
         for key, groups in s.get("breakdowns", {}).items():
             cols = sorted({c for g in groups.values() for c in g})
             body.append(f"<table><tr><th>{e(key)}</th>"

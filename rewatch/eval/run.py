@@ -3,25 +3,34 @@ response cache and resume by item id (a killed run continues without repeating a
 score by the benchmark's official rules.
 
 A run directory holds `meta.json` (what was run), `config.yaml`, `predictions.jsonl` (one line
-per answered item: the raw reply and what was extracted), `errors.jsonl`, `cache.sqlite` and
-`scores.json`.
+per answered item: the raw reply and what was extracted), `judgments.jsonl` (the judge model's
+outputs for the LLM steps of the scoring), `errors.jsonl`, `cache.sqlite`, `scores.json` (both
+extraction modes, official and strict) and `scored.jsonl` (every item in both modes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from rewatch.config import Config
-from rewatch.eval.benchmarks.base import Benchmark, BenchScore, EvalItem
+from rewatch.eval.benchmarks.base import (
+    MODES,
+    Benchmark,
+    BenchScore,
+    EvalItem,
+    JudgeRequest,
+    Mode,
+    ScoreOptions,
+)
 from rewatch.eval.extract import extract_choice, extract_number
 from rewatch.eval.inputs import (
     FramePool,
@@ -35,7 +44,8 @@ from rewatch.eval.inputs import (
     text_proxy_messages,
     video_url_messages,
 )
-from rewatch.models.base import ChatModel
+from rewatch.models.base import ChatModel, Reply, Usage
+from rewatch.models.cache import ResponseCache
 from rewatch.schema import CaptionRecord
 from rewatch.store import JsonlFile, RunDir
 
@@ -44,10 +54,6 @@ log = logging.getLogger(__name__)
 
 class RunMismatch(ValueError):
     """The run directory holds a different run (benchmark, model, mode or inputs)."""
-
-
-class Verdict(BaseModel):
-    correct: bool
 
 
 @dataclass
@@ -64,7 +70,9 @@ class RunResult:
     wall_s: float = 0.0
     videos_prepared: int = 0
     prepare_s: float = 0.0
-    score: BenchScore | None = None
+    score: BenchScore | None = None  # the headline mode's (eval.extraction)
+    scores: dict[str, BenchScore] = field(default_factory=dict)  # every mode
+    judge_calls: int = 0
     failures: list[str] = field(default_factory=list)
 
 
@@ -72,8 +80,34 @@ def run_key(bench: Benchmark, model: ChatModel, cfg: Config) -> dict[str, Any]:
     """What makes two runs comparable; a run directory holds exactly one of these."""
     e = cfg.eval
     return {"bench": bench.name, "model": model.name, "mode": e.mode, "inputs": e.inputs,
-            "prompt_style": e.prompt_style, "counting_protocol": e.counting_protocol,
+            "prompt_style": e.prompt_style, "prompt_file": e.prompt_file,
+            "counting_protocol": e.counting_protocol,
             "max_frames": cfg.video.max_frames, "fps": cfg.video.fps}
+
+
+def file_identity(path: str | Path) -> dict[str, Any]:
+    """What identifies a file cheaply: resolved path, size and modification time (ns)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return {"path": str(p)}
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def model_identity(model: ChatModel) -> dict[str, Any]:
+    """What identifies the model behind a ChatModel, not only its name: the server URL and
+    served model, or the weights file's identity (a different GGUF under one name must not
+    replay old replies)."""
+    ident: dict[str, Any] = {"name": model.name}
+    for attr in ("identity", "base_url", "model"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str | int | float | dict):
+            ident[attr] = value
+    path = getattr(model, "model_path", None)
+    if isinstance(path, str | os.PathLike) and str(path):
+        ident["model_file"] = file_identity(os.fspath(path))
+    return ident
 
 
 def check_meta(out: Path, key: dict[str, Any], extra: dict[str, Any]) -> None:
@@ -94,13 +128,21 @@ def extracted(item: EvalItem, reply: str) -> tuple[str | None, str]:
 
 
 class EvalRunner:
-    """One benchmark run: builds each item's messages, asks the model, appends predictions."""
+    """One benchmark run: builds each item's messages, asks the model, appends predictions,
+    runs the judge steps of the scoring, then scores in both extraction modes.
+
+    `cache` is the run's response cache. It is keyed cheaply (the video file's identity, the
+    sampling settings and the prompt text, never the ~1 MB of frames), so give the model
+    itself no cache: otherwise it hashes every request body a second time."""
 
     def __init__(self, bench: Benchmark, cfg: Config, out: str | Path, model: ChatModel, *,
                  videos_dir: str | Path, judge: ChatModel | None = None,
                  captions: dict[str, CaptionRecord] | None = None,
-                 on_done: Callable[[], None] | None = None):
+                 on_done: Callable[[], None] | None = None,
+                 cache: ResponseCache | None = None):
         self.bench, self.cfg, self.model, self.judge = bench, cfg, model, judge
+        self.cache = cache
+        self._model_id = json.dumps(model_identity(model), sort_keys=True, default=str)
         self.videos_dir = Path(videos_dir).expanduser().resolve()
         self.dir = RunDir(out, cfg)
         self.preds: JsonlFile = self.dir.file("predictions.jsonl")
@@ -115,6 +157,9 @@ class EvalRunner:
     # --- one item ------------------------------------------------------------------------
     def _prompt(self, item: EvalItem, duration: float | None) -> tuple[str, str]:
         e = self.cfg.eval
+        if e.prompt_file:
+            template = Path(e.prompt_file).expanduser().read_text(encoding="utf-8").rstrip()
+            return f"file:{Path(e.prompt_file).name}", build_prompt(item, template, duration)
         name = prompt_name(item, e.mode, e.prompt_style, self._official)
         return name, build_prompt(item, load_prompt(name), duration)
 
@@ -155,13 +200,55 @@ class EvalRunner:
         name, prompt = self._prompt(item, await self._duration(item))
         return name, video_url_messages(prompt, item, self.cfg, self.videos_dir)
 
+    def request_key(self, item: EvalItem, prompt: str, messages: list[dict[str, Any]],
+                    temperature: float) -> str:
+        """The response-cache key of one question. For frames and video_url inputs the video
+        is named by its file identity plus every sampling setting, not by its encoded frames
+        (hashing ~1 MB per request cost as much as sending it); text-proxy messages are small
+        and are hashed whole."""
+        e, v = self.cfg.eval, self.cfg.video
+        payload: dict[str, Any] = {
+            "model": self._model_id, "inputs": e.inputs, "prompt": prompt,
+            "temperature": temperature, "max_tokens": e.max_tokens,
+            "seed": getattr(self.model, "seed", None)}
+        if e.inputs == "text_proxy":
+            payload["messages"] = messages
+        else:
+            payload.update(video=file_identity(item.video), clip=clip_of(item), sampling={
+                "fps": v.fps, "max_frames": v.max_frames, "min_frames": v.min_frames,
+                "min_pixels": v.min_pixels, "max_pixels": v.max_pixels,
+                "total_pixels": v.total_pixels, "jpeg_quality": e.jpeg_quality,
+                "frame_timestamps": e.frame_timestamps, "video_url_hints": e.video_url_hints,
+                "video_url_base": e.video_url_base})
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+        return "eval:" + hashlib.sha256(blob.encode()).hexdigest()
+
+    async def _chat(self, item: EvalItem, prompt_name_: str, messages: list[dict[str, Any]],
+                    result: RunResult) -> Reply:
+        temperature = self._temperature(prompt_name_)
+        key = None
+        if self.cache is not None:
+            prompt = next((p.get("text", "") for p in reversed(messages[-1]["content"])
+                           if p.get("type") == "text"), "") if isinstance(
+                messages[-1]["content"], list) else str(messages[-1]["content"])
+            key = self.request_key(item, prompt, messages, temperature)
+            hit = self.cache.get(key)
+            if hit is not None:
+                result.cache_hits += 1
+                return Reply(hit[0], None, Usage(**hit[1]), self.model.name, cached=True)
+        reply = await self.model.chat(messages, temperature=temperature,
+                                      max_tokens=self.cfg.eval.max_tokens)
+        result.calls += 1
+        if key is not None and self.cache is not None and not reply.cached:
+            self.cache.put(key, self.model.name, reply.text, reply.usage.__dict__)
+        return reply
+
     async def _ask(self, item: EvalItem, video: PreparedVideo | None, result: RunResult) -> None:
         try:
             async with self._gate:
                 name, messages = await self._messages(item, video)
                 t0 = time.perf_counter()
-                reply = await self.model.chat(messages, temperature=self._temperature(name),
-                                              max_tokens=self.cfg.eval.max_tokens)
+                reply = await self._chat(item, name, messages, result)
                 latency = time.perf_counter() - t0
             value, how = extracted(item, reply.text)
             record: dict[str, Any] = {
@@ -169,8 +256,6 @@ class EvalRunner:
                 "prompt": name, "reply": reply.text, "extracted": value, "how": how,
                 "answer": item.answer, "usage": reply.usage.__dict__, "cached": reply.cached,
                 "latency_s": round(latency, 4)}
-            if item.kind == "open" and item.extra.get("answer_type") == "text" and self.judge:
-                record["judge"] = await self._judge(item, reply.text)
             self.preds.append(record)
             result.answered += 1
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -182,16 +267,6 @@ class EvalRunner:
                 result.failures.append(f"{item.id}: {type(e).__name__}: {str(e)[:200]}")
         finally:
             self.on_done()
-
-    async def _judge(self, item: EvalItem, reply: str) -> bool:
-        from rewatch.eval.extract import answer_block, final_text
-
-        candidate = answer_block(reply) or final_text(reply)
-        assert self.judge is not None
-        verdict = await self.judge.chat([{"role": "user", "content": load_prompt("judge").format(
-            question=item.question, reference=item.answer, candidate=candidate[-2000:])}],
-            schema=Verdict, temperature=0.0, max_tokens=32)
-        return bool(verdict.parsed.correct)
 
     # --- the whole run -------------------------------------------------------------------
     async def _frames_mode(self, todo: list[EvalItem], result: RunResult) -> None:
@@ -233,44 +308,193 @@ class EvalRunner:
         done = self.preds.ids()
         todo = [it for it in items if it.id not in done]
         result = RunResult(self.dir.root, len(items), len(items) - len(todo))
-        calls0 = self.model.stats["calls"]
-        hits0 = self.model.stats["cache_hits"]
+        hits0 = self.model.stats["cache_hits"]  # a model with its own cache counts there
         if self.cfg.eval.inputs == "frames" and todo:
             await self._frames_mode(todo, result)
         elif todo:
             await asyncio.gather(*(self._ask(it, None, result) for it in todo))
-        result.calls = self.model.stats["calls"] - calls0
-        result.cache_hits = self.model.stats["cache_hits"] - hits0
-        result.score = score_run(self.bench, items, self.dir.root)
+        result.cache_hits += self.model.stats["cache_hits"] - hits0
+        e = self.cfg.eval
+        result.scores, result.judge_calls = await score_run_async(
+            self.bench, items, self.dir.root, seed=e.seed, think=e.mode == "think",
+            judge=self.judge, concurrency=e.concurrency)
+        result.score = result.scores[e.extraction]
         result.wall_s = time.perf_counter() - t0
-        write_scores(self.dir.root, result.score, {
+        write_scores(self.dir.root, result.scores, e.extraction, {
             "wall_s": round(result.wall_s, 3), "calls": result.calls,
-            "cache_hits": result.cache_hits, "failed_this_run": result.failed})
+            "cache_hits": result.cache_hits, "failed_this_run": result.failed,
+            "judge_calls": result.judge_calls})
         return result
 
 
-def read_predictions(path: str | Path) -> tuple[dict[str, str], dict[str, bool]]:
-    """Replies (id -> raw text) and judge verdicts from a predictions.jsonl (last line wins)."""
+def read_predictions(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Replies (id -> raw text) and, from runs before judgments.jsonl existed, the strict
+    judge's verdicts (as `open_judge:<id>` -> "true"/"false"); the last line of an id wins."""
     replies: dict[str, str] = {}
-    judgments: dict[str, bool] = {}
+    judgments: dict[str, str] = {}
     for rec in JsonlFile(path).read():
         if "id" in rec and isinstance(rec.get("reply"), str):
             replies[str(rec["id"])] = rec["reply"]
             if isinstance(rec.get("judge"), bool):
-                judgments[str(rec["id"])] = rec["judge"]
+                judgments[f"open_judge:{rec['id']}"] = "true" if rec["judge"] else "false"
     return replies, judgments
 
 
-def score_run(bench: Benchmark, items: list[EvalItem], run_dir: str | Path) -> BenchScore:
-    """Official scores from a run directory's predictions: no model is needed."""
-    replies, judgments = read_predictions(Path(run_dir) / "predictions.jsonl")
-    return bench.score(items, replies, judgments)
+def reply_hash(reply: str) -> str:
+    """A short hash of a model reply: a judgment is valid only for the reply it judged."""
+    return hashlib.sha256(reply.encode()).hexdigest()[:16]
 
 
-def write_scores(run_dir: str | Path, score: BenchScore, stats: dict[str, Any]) -> Path:
+class Judgments:
+    """`judgments.jsonl`: the judge model's raw output for each LLM step of the scoring of
+    each item, with the hash of the reply it judged (a changed reply is judged again)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.file = JsonlFile(Path(run_dir) / "judgments.jsonl")
+
+    def valid(self, replies: dict[str, str]) -> dict[str, str]:
+        """key -> output for the judgments whose reply is still the current one."""
+        out: dict[str, str] = {}
+        for rec in self.file.read():
+            rid, key = str(rec.get("id")), rec.get("key")
+            if (isinstance(key, str) and isinstance(rec.get("output"), str) and rid in replies
+                    and rec.get("reply_sha") == reply_hash(replies[rid])):
+                out[key] = rec["output"]
+        return out
+
+    def append(self, req: JudgeRequest, output: str, judge: str) -> None:
+        """Record one judge output."""
+        self.file.append({"id": req.item_id, "key": req.key, "step": req.step, "judge": judge,
+                          "reply_sha": reply_hash(req.reply), "output": output,
+                          "prompt_sha": hashlib.sha256(req.prompt.encode()).hexdigest()[:16]})
+
+
+async def run_judges(bench: Benchmark, items: list[EvalItem], replies: dict[str, str],
+                     judgments: dict[str, str], *, seed: int, think: bool, judge: ChatModel,
+                     store: Judgments, concurrency: int = 8, on_error: Callable[
+                         [JudgeRequest, Exception], None] | None = None) -> int:
+    """Ask the judge every LLM step the scoring of `replies` still needs, in both modes,
+    in rounds (VCR-Bench grades what its extraction step returned); returns the calls made.
+    A failed step is reported to `on_error` and left unjudged."""
+    gate = asyncio.Semaphore(max(1, concurrency))
+    calls = 0
+    failed: set[str] = set()
+
+    async def ask(req: JudgeRequest) -> None:
+        nonlocal calls
+        async with gate:
+            try:
+                reply = await judge.chat([{"role": "user", "content": req.prompt}],
+                                         temperature=req.temperature, max_tokens=req.max_tokens)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # one failed judge call leaves that step unjudged
+                failed.add(req.key)
+                if on_error:
+                    on_error(req, e)
+                return
+        calls += 1
+        judgments[req.key] = reply.text
+        store.append(req, reply.text, judge.name)
+
+    for _ in range(4):  # extraction, then grading: two rounds suffice; two spare
+        todo: dict[str, JudgeRequest] = {}
+        for mode in MODES:
+            opts = ScoreOptions(mode=mode, seed=seed, think=think, judgments=judgments)
+            for req in bench.judge_requests(items, replies, opts):
+                if req.key not in failed:
+                    todo.setdefault(req.key, req)
+        if not todo:
+            break
+        await asyncio.gather(*(ask(r) for r in todo.values()))
+    return calls
+
+
+def score_modes(bench: Benchmark, items: list[EvalItem], replies: dict[str, str],
+                judgments: dict[str, str], *, seed: int = 0, think: bool = False
+                ) -> dict[str, BenchScore]:
+    """The scores of `replies` in every extraction mode."""
+    return {mode: bench.score(items, replies, ScoreOptions(mode=mode, seed=seed, think=think,
+                                                           judgments=judgments))
+            for mode in MODES}
+
+
+async def score_run_async(bench: Benchmark, items: list[EvalItem], run_dir: str | Path, *,
+                          seed: int = 0, think: bool = False, judge: ChatModel | None = None,
+                          concurrency: int = 8) -> tuple[dict[str, BenchScore], int]:
+    """Both modes' scores of a run directory's predictions; with a judge, the LLM steps not
+    yet in judgments.jsonl are run first. Writes scored.jsonl."""
+    root = Path(run_dir)
+    replies, legacy = read_predictions(root / "predictions.jsonl")
+    store = Judgments(root)
+    judgments = {**legacy, **store.valid(replies)}
+    calls = 0
+    if judge is not None:
+
+        rundir = RunDir(root)
+
+        def on_error(req: JudgeRequest, e: Exception) -> None:
+            rundir.record_error(f"eval_judge:{req.step}", req.item_id, e)
+
+        calls = await run_judges(bench, items, replies, judgments, seed=seed, think=think,
+                                 judge=judge, store=store, concurrency=concurrency,
+                                 on_error=on_error)
+    scores = score_modes(bench, items, replies, judgments, seed=seed, think=think)
+    write_scored(root, scores, replies)
+    return scores, calls
+
+
+def score_run(bench: Benchmark, items: list[EvalItem], run_dir: str | Path, *,
+              mode: Mode = "official", seed: int = 0, think: bool | None = None) -> BenchScore:
+    """One mode's scores from a run directory's predictions and stored judgments (no model
+    is needed); `think` defaults to the run's mode in meta.json."""
+    if think is None:
+        think = run_meta(run_dir).get("mode") == "think"
+    scores, _ = asyncio.run(score_run_async(bench, items, run_dir, seed=seed, think=think))
+    return scores[mode]
+
+
+def run_meta(run_dir: str | Path) -> dict[str, Any]:
+    """meta.json of a run directory ({} when absent)."""
+    p = Path(run_dir) / "meta.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def write_scored(run_dir: str | Path, scores: dict[str, BenchScore],
+                 replies: dict[str, str]) -> Path:
+    """scored.jsonl: one line per item and mode (id, mode, reply, extracted answer, the rule
+    that found it, correct, status, guessed), so two runs or two modes diff item by item."""
+    out = Path(run_dir) / "scored.jsonl"
+    tmp = out.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for mode, score in scores.items():
+            group_ok: dict[str, bool] = {}
+            for o in score.outcomes:
+                if o.group is not None:
+                    group_ok[o.group] = group_ok.get(o.group, True) and o.correct
+            for o in score.outcomes:
+                rec: dict[str, Any] = {
+                    "id": o.id, "mode": mode, "reply": replies.get(o.id), "extracted": o.predicted,
+                    "how": o.how, "correct": o.correct, "status": o.status, "guessed": o.guessed}
+                if o.needs_judge:
+                    rec["needs_judge"] = True
+                if o.error is not None:
+                    rec["error"] = o.error
+                if o.group is not None:
+                    rec.update(group=o.group, group_correct=group_ok[o.group])
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+def write_scores(run_dir: str | Path, scores: dict[str, BenchScore], primary: Mode,
+                 stats: dict[str, Any]) -> Path:
+    """scores.json: meta, the headline mode's score (`score`), every mode (`scores`), and the
+    run's statistics."""
     out = Path(run_dir) / "scores.json"
-    meta_path = Path(run_dir) / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    out.write_text(json.dumps({"meta": meta, "score": score.to_dict(), "run": stats}, indent=2,
-                              default=str))
+    meta = run_meta(run_dir)
+    out.write_text(json.dumps({
+        "meta": meta, "extraction": primary, "score": scores[primary].to_dict(),
+        "scores": {m: s.to_dict() for m, s in scores.items()}, "run": stats},
+        indent=2, default=str))
     return out

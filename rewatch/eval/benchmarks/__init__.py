@@ -8,17 +8,22 @@ from rewatch.eval.benchmarks import (  # noqa: F401  (registration by import)
     videomathqa,
 )
 from rewatch.eval.benchmarks.base import (
+    MODES,
     REGISTRY,
     Benchmark,
     BenchmarkFormatError,
     BenchScore,
     EvalItem,
+    JudgeRequest,
+    ScoreOptions,
     UnsafePathError,
     get_benchmark,
+    limit_items,
     names,
     register,
     safe_video_path,
 )
 
-__all__ = ["REGISTRY", "BenchScore", "Benchmark", "BenchmarkFormatError", "EvalItem",
-           "UnsafePathError", "get_benchmark", "names", "register", "safe_video_path"]
+__all__ = ["MODES", "REGISTRY", "BenchScore", "Benchmark", "BenchmarkFormatError", "EvalItem",
+           "JudgeRequest", "ScoreOptions", "UnsafePathError", "get_benchmark", "limit_items",
+           "names", "register", "safe_video_path"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -81,13 +82,15 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.exists():
         raise BenchmarkFormatError(f"benchmark file not found: {p}")
+    if p.is_dir():  # the shards of one split (test-00000-of-00002.parquet, ...)
+        shards = sorted(x for x in p.iterdir() if x.suffix in (".parquet", ".json", ".jsonl"))
+        if not shards:
+            raise BenchmarkFormatError(f"{p}: no parquet/JSON files in this folder")
+        return [row for shard in shards for row in load_rows(shard)]
     if p.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq  # optional: only for parquet downloads
-        except ImportError:
-            raise BenchmarkFormatError(f"{p}: reading parquet needs pyarrow (pip install "
-                                       "pyarrow), or convert the file to JSON") from None
-        return pq.read_table(p).to_pylist()
+        import pyarrow.parquet as pq  # a declared dependency; imported only for parquet
+
+        return [_plain(r) for r in pq.read_table(p).to_pylist()]
     text = p.read_text(encoding="utf-8")
     if p.suffix == ".jsonl":
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -102,6 +105,11 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A parquet row as JSON would give it (numpy arrays, if any, as lists)."""
+    return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in row.items()}
+
+
 def need(row: dict[str, Any], key: str, where: str) -> Any:
     """row[key], or a BenchmarkFormatError naming the row and the missing field."""
     if key not in row or row[key] is None:
@@ -112,6 +120,24 @@ def need(row: dict[str, Any], key: str, where: str) -> Any:
 # --- scoring -------------------------------------------------------------------------------
 
 Status = Literal["answered", "no_answer", "missing", "unjudged"]
+Mode = Literal["official", "strict"]
+MODES: tuple[Mode, ...] = ("official", "strict")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How to score: which extraction rules (`official` reproduces the benchmark's own code,
+    `strict` never guesses), the seed of the official random fallbacks, whether the replies are
+    reasoning (think-mode) replies, and the judge outputs (key `step:item_id` -> raw text)."""
+
+    mode: Mode = "strict"
+    seed: int = 0
+    think: bool = False
+    judgments: Mapping[str, str] = field(default_factory=dict)
+
+    def judged(self, step: str, item_id: str) -> str | None:
+        """The judge's raw output for one step of one item, or None when it was not run."""
+        return self.judgments.get(f"{step}:{item_id}")
 
 
 @dataclass
@@ -123,7 +149,12 @@ class Outcome:
     status: Status
     predicted: str | None
     categories: dict[str, str]
-    error: float | None = None  # |pred - gt| for counting
+    error: float | None = None  # |pred - gt| for counting (clipped in official mode)
+    how: str = ""  # which rule produced `predicted`
+    guessed: bool = False  # official mode: the benchmark's own code guessed (random fallback)
+    needs_judge: bool = False  # official mode: an LLM step of the official code was not run
+    group: str | None = None
+    within_one: bool = False  # counting: |pred - gt| <= 1 (unclipped)
 
 
 @dataclass
@@ -140,9 +171,16 @@ class BenchScore:
     unjudged: int = 0  # open answers without a judge verdict (counted wrong)
     metrics: dict[str, float] = field(default_factory=dict)  # further metrics (OBOA, MAE, ...)
     breakdowns: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    mode: Mode = "strict"
+    guessed: int = 0  # official mode: answers the official code picked at random
+    needs_judge: int = 0  # official mode: items whose official LLM step was not run
+    seed: int | None = None  # official mode: seed of the random fallbacks
+    outcomes: list[Outcome] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        """The score as plain JSON-able data (per-item outcomes are left to scored.jsonl)."""
+        d = {k: v for k, v in self.__dict__.items() if k != "outcomes"}
+        return d
 
 
 def tally(outcomes: list[Outcome], keys: Iterable[str]) -> dict[str, dict[str, dict[str, float]]]:
@@ -159,11 +197,14 @@ def tally(outcomes: list[Outcome], keys: Iterable[str]) -> dict[str, dict[str, d
 
 
 def pct(k: int | float, n: int) -> float:
+    """`k` of `n` in percent (0 when n is 0)."""
     return 100.0 * k / n if n else 0.0
 
 
 def summarize(bench: str, outcomes: list[Outcome], keys: Iterable[str],
-              metric: str = "accuracy") -> BenchScore:
+              metric: str = "accuracy", opts: ScoreOptions | None = None) -> BenchScore:
+    """Headline accuracy, the honest counts and the breakdowns of a list of outcomes."""
+    opts = opts or ScoreOptions()
     n = len(outcomes)
     correct = sum(o.correct for o in outcomes)
     return BenchScore(
@@ -171,22 +212,67 @@ def summarize(bench: str, outcomes: list[Outcome], keys: Iterable[str],
         no_answer=sum(o.status == "no_answer" for o in outcomes),
         missing=sum(o.status == "missing" for o in outcomes),
         unjudged=sum(o.status == "unjudged" for o in outcomes),
-        breakdowns=tally(outcomes, keys),
+        breakdowns=tally(outcomes, keys), mode=opts.mode,
+        guessed=sum(o.guessed for o in outcomes),
+        needs_judge=sum(o.needs_judge for o in outcomes),
+        seed=opts.seed if opts.mode == "official" else None, outcomes=outcomes,
     )
 
 
 def choice_outcome(item: EvalItem, reply: str | None) -> Outcome:
     """Multiple choice: the strict shared extraction, then letter match."""
     if reply is None:
-        return Outcome(item.id, False, "missing", None, item.categories)
+        return Outcome(item.id, False, "missing", None, item.categories, how="missing",
+                       group=item.group)
     ex: Extraction = extract_choice(reply, item.options)
     if ex.value is None:
-        return Outcome(item.id, False, "no_answer", None, item.categories)
-    return Outcome(item.id, ex.value == item.answer, "answered", ex.value, item.categories)
+        return Outcome(item.id, False, "no_answer", None, item.categories, how=ex.how,
+                       group=item.group)
+    return Outcome(item.id, ex.value == item.answer, "answered", ex.value, item.categories,
+                   how=ex.how, group=item.group)
+
+
+def missing_outcome(item: EvalItem) -> Outcome:
+    """A question that has no reply at all (not run, or failed): wrong, counted apart."""
+    return Outcome(item.id, False, "missing", None, item.categories, how="missing",
+                   group=item.group)
+
+
+def letter_outcome(item: EvalItem, letter: str | None, how: str, *, guessed: bool = False,
+                   needs_judge: bool = False) -> Outcome:
+    """An outcome for a letter some official rule produced (None or "": no letter found)."""
+    if not letter:
+        return Outcome(item.id, False, "no_answer", None, item.categories, how=how,
+                       needs_judge=needs_judge, group=item.group)
+    return Outcome(item.id, letter == item.answer, "answered", letter, item.categories,
+                   how=how, guessed=guessed, needs_judge=needs_judge, group=item.group)
+
+
+def item_rng(seed: int, item_id: str) -> random.Random:
+    """The random generator of one item's official fallback: seeded by the run's seed and the
+    item id, so a rescore gives the same guesses whatever the order or subset of items."""
+    return random.Random(f"{seed}:{item_id}")
 
 
 def finite(x: float) -> float:
+    """`x`, or NaN when it is infinite."""
     return x if math.isfinite(x) else float("nan")
+
+
+def limit_items(items: list[EvalItem], n: int | None) -> list[EvalItem]:
+    """The items of the first `n` questions; a multi-binary question keeps all of its pairs
+    (a group cut in two would be scored on a subset of its pairs)."""
+    if not n:
+        return items
+    keep: list[str] = []
+    for it in items:
+        g = it.group or it.id
+        if g not in keep:
+            if len(keep) == n:
+                continue
+            keep.append(g)
+    chosen = set(keep)
+    return [it for it in items if (it.group or it.id) in chosen]
 
 
 # --- the registry --------------------------------------------------------------------------
@@ -200,15 +286,34 @@ class Benchmark:
     aliases: ClassVar[tuple[str, ...]] = ()
     breakdown_keys: ClassVar[tuple[str, ...]] = ()
     default_file: ClassVar[str] = ""  # the official file name, for docs and error messages
+    # where the release keeps things, relative to its download folder (a HF snapshot)
+    download_files: ClassVar[tuple[str, ...]] = ()  # glob patterns of the question file
+    download_videos: ClassVar[tuple[str, ...]] = ("videos",)  # candidate video folders
+    download_hint: ClassVar[str] = ""  # the download command
 
     def load(self, data: str | Path, videos: str | Path) -> list[EvalItem]:
         raise NotImplementedError
 
     def score(self, items: list[EvalItem], replies: dict[str, str],
-              judgments: dict[str, bool] | None = None) -> BenchScore:
-        """Official scoring of `replies` (item id -> raw model reply); absent ids are missing."""
-        outcomes = [choice_outcome(it, replies.get(it.id)) for it in items]
-        return summarize(self.name, outcomes, self.breakdown_keys)
+              opts: ScoreOptions | None = None) -> BenchScore:
+        """Score `replies` (item id -> raw model reply; absent ids are missing) by the rules of
+        `opts.mode`: the benchmark's official code, or the strict shared extraction."""
+        opts = opts or ScoreOptions()
+        if opts.mode == "official":
+            outcomes = [self.official_outcome(it, replies.get(it.id), opts) for it in items]
+        else:
+            outcomes = [choice_outcome(it, replies.get(it.id)) for it in items]
+        return summarize(self.name, outcomes, self.breakdown_keys, opts=opts)
+
+    def official_outcome(self, item: EvalItem, reply: str | None, opts: ScoreOptions
+                         ) -> Outcome:
+        """One item by the benchmark's own extraction rule (subclasses implement it)."""
+        raise NotImplementedError(f"{self.name}: no official rule")
+
+    def judge_requests(self, items: list[EvalItem], replies: dict[str, str],
+                       opts: ScoreOptions) -> list[JudgeRequest]:
+        """The LLM steps that scoring `replies` in `opts.mode` still needs (none by default)."""
+        return []
 
 
 REGISTRY: dict[str, type[Benchmark]] = {}
@@ -233,6 +338,24 @@ def get_benchmark(name: str, **options: Any) -> Benchmark:
         raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(names())}")
     accepted = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in options.items() if k in accepted})
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One LLM step of a benchmark's scoring: the prompt (the official text where the official
+    code has one), its sampling settings, and the reply it is about."""
+
+    step: str  # e.g. "vcr_extract", "vcr_score", "videomathqa_cot", "open_judge"
+    item_id: str
+    prompt: str
+    reply: str  # the model reply being judged (its hash invalidates a stale judgment)
+    temperature: float = 0.0
+    max_tokens: int = 2048
+
+    @property
+    def key(self) -> str:
+        """`step:item_id`, the key of its output in ScoreOptions.judgments."""
+        return f"{self.step}:{self.item_id}"
 
 
 Loader = Callable[[str | Path, str | Path], list[EvalItem]]

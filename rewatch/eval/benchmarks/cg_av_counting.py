@@ -4,14 +4,26 @@ most one), MAE and RMSE, overall and per `type` (V, A, AV, A2V, V2A) and `catego
 File `cg-av-counting.json`: `index`, `video`, `question`, `answer` (integer), `type`,
 `category`, `clue`, `query_interval`. Protocols (`eval.counting_protocol`): `long` (whole
 video), `ref` (only the clip of `query_interval`), `clue` (the annotated clue is given in the
-prompt). An unparseable reply is wrong for Acc and OBOA and is counted as "no answer"; MAE and
-RMSE are over the parsed replies, with their number reported beside them.
+prompt). Strict: an unparseable reply is wrong for Acc and OBOA and is counted as "no answer";
+MAE and RMSE are over the parsed replies, with their number reported beside them.
+
+Official (lmms-eval `lmms_eval/tasks/cgav_counting/utils.py` at commit cb9d7f76, `_extract_number`
+lines 214-227 and `_count_result` lines 230-248; the same metric rules as VLMEvalKit
+`vlmeval/dataset/CGAVCounting/utils.py` at commit 9cc14cd0, `post_process` lines 246-266): the
+text after the last `</think>`, lower-cased, commas removed; the *first* number in it (sign and
+decimals kept), else the *sum* of the number words in it ("one or two" is 3), else 0. Acc is
+|err| <= 1e-5, OBOA |err| <= 1; for MAE and RMSE an error larger than max(2*gt, 100) is replaced
+by 2*gt, and every question counts (a reply without a number is a prediction of 0).
+VLMEvalKit differs in extraction only: `word2number.w2n.word_to_num` on the whole reply (so
+"7." or "There are 7" is 0); its `cg_av_counting.py` at HEAD (401916c0) imports CG-Bench's
+`post_process` by mistake and cannot score, hence lmms-eval is the rule followed here.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,6 +33,8 @@ from rewatch.eval.benchmarks.base import (
     BenchScore,
     EvalItem,
     Outcome,
+    ScoreOptions,
+    Status,
     find_video,
     load_rows,
     need,
@@ -46,13 +60,46 @@ def parse_interval(raw: Any) -> tuple[float, float] | None:
     raise ValueError(f"cannot read an interval from {raw!r}")
 
 
+# lmms-eval utils.py lines 22-51: the only number words it knows
+_OFFICIAL_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen".split())}
+_OFFICIAL_WORDS.update({w: 20 + 10 * i for i, w in enumerate(
+    "twenty thirty forty fifty sixty seventy eighty ninety".split())})
+
+
+def official_number(reply: str | None) -> tuple[float, str]:
+    """(prediction, rule) by lmms-eval's `_extract_number`: 0.0 when it finds nothing."""
+    if reply is None:
+        return 0.0, "missing_is_0"
+    text = str(reply).strip().lower().replace(",", "")
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[-1].strip()
+    m = re.search(r"[-+]?\d+(?:\.\d+)?", text)
+    if m:
+        return float(m.group(0)), "official_first_number"
+    words = [_OFFICIAL_WORDS[t] for t in re.findall(r"[a-z]+", text.replace("-", " "))
+             if t in _OFFICIAL_WORDS]
+    if not words:
+        return 0.0, "official_no_number_is_0"
+    return float(sum(words)), "official_number_words_sum"
+
+
+def official_error(pred: float, gt: float) -> float:
+    """The error that enters MAE/RMSE: |gt - pred|, replaced by |2*gt| when it is larger than
+    max(2*gt, 100) (utils.py line 235)."""
+    err = abs(gt - pred)
+    return err if err <= max(2 * gt, 100) else abs(2 * gt)
+
+
 def counting_metrics(outcomes: list[Outcome]) -> dict[str, float]:
-    """Acc, OBOA (percent over all), MAE and RMSE over parsed replies, and how many parsed."""
+    """Acc and OBOA (percent over all), MAE and RMSE over the outcomes that carry an error
+    (strict: the parsed replies; official: all, clipped), and how many did."""
     n = len(outcomes)
     errors = [o.error for o in outcomes if o.error is not None]
     return {
         "acc": pct(sum(o.correct for o in outcomes), n),
-        "oboa": pct(sum(e <= 1 for e in errors), n),
+        "oboa": pct(sum(o.within_one for o in outcomes), n),
         "mae": sum(errors) / len(errors) if errors else float("nan"),
         "rmse": math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else float("nan"),
         "parsed": float(len(errors)),
@@ -67,6 +114,10 @@ class CGAVCounting(Benchmark):
     aliases = ("cg_av_counting", "cgav", "CG-AV-Counting")
     breakdown_keys = ("type", "category")
     default_file = "cg-av-counting.json"
+    download_files = ("cg-av-counting.json", "*/cg-av-counting.json")
+    download_videos = ("cg_videos_720p", "videos")  # where the official unzip puts them
+    download_hint = ("huggingface-cli download CG-Bench/CG-AV-Counting --repo-type dataset "
+                     "--local-dir CG-AV-Counting (gated: accept the terms first)")
     protocols: ClassVar[tuple[str, ...]] = ("long", "ref", "clue")
 
     def __init__(self, protocol: str = "long"):
@@ -103,22 +154,36 @@ class CGAVCounting(Benchmark):
             ))
         return items
 
+    def official_outcome(self, item: EvalItem, reply: str | None, opts: ScoreOptions
+                         ) -> Outcome:
+        """lmms-eval's number (0 when none) and its clipped error for MAE/RMSE."""
+        pred, how = official_number(reply)
+        gt = float(item.answer)
+        err = abs(gt - pred)
+        status: Status = ("missing" if reply is None else
+                  "no_answer" if how == "official_no_number_is_0" else "answered")
+        return Outcome(item.id, err <= 1e-5, status, f"{pred:g}", item.categories,
+                       error=official_error(pred, gt), how=how, within_one=err <= 1)
+
+    def strict_outcome(self, item: EvalItem, reply: str | None) -> Outcome:
+        """The shared strict number extraction; no number is "no answer" (no error)."""
+        if reply is None:
+            return Outcome(item.id, False, "missing", None, item.categories, how="missing")
+        ex = extract_number(reply)
+        if ex.value is None:
+            return Outcome(item.id, False, "no_answer", None, item.categories, how=ex.how)
+        err = abs(int(ex.value) - int(item.answer))
+        return Outcome(item.id, err == 0, "answered", ex.value, item.categories,
+                       error=float(err), how=ex.how, within_one=err <= 1)
+
     def score(self, items: list[EvalItem], replies: dict[str, str],
-              judgments: dict[str, bool] | None = None) -> BenchScore:
-        outcomes = []
-        for it in items:
-            reply = replies.get(it.id)
-            if reply is None:
-                outcomes.append(Outcome(it.id, False, "missing", None, it.categories))
-                continue
-            ex = extract_number(reply)
-            if ex.value is None:
-                outcomes.append(Outcome(it.id, False, "no_answer", None, it.categories))
-                continue
-            err = abs(int(ex.value) - int(it.answer))
-            outcomes.append(Outcome(it.id, err == 0, "answered", ex.value, it.categories,
-                                    error=float(err)))
-        score = summarize(self.name, outcomes, self.breakdown_keys, metric="acc")
+              opts: ScoreOptions | None = None) -> BenchScore:
+        """Acc, OBOA, MAE and RMSE overall and per type and category."""
+        opts = opts or ScoreOptions()
+        outcomes = [self.official_outcome(it, replies.get(it.id), opts)
+                    if opts.mode == "official" else self.strict_outcome(it, replies.get(it.id))
+                    for it in items]
+        score = summarize(self.name, outcomes, self.breakdown_keys, metric="acc", opts=opts)
         score.metrics = counting_metrics(outcomes)
         for key in self.breakdown_keys:
             for value, row in score.breakdowns[key].items():
