@@ -10,8 +10,9 @@ import eval_fixtures as fx
 import pytest
 
 from rewatch.eval.benchmarks import get_benchmark
+from rewatch.eval.benchmarks.minerva import official_fallback
 from rewatch.eval.report import COLUMNS, PUBLISHED, load_run, markdown, write_report
-from rewatch.eval.run import score_run, write_scores
+from rewatch.eval.run import score_modes, write_scores
 
 EVIL = "<script>alert('x')</script>"
 
@@ -27,7 +28,7 @@ def fake_run(root: Path, bench: str, data: Path, videos: Path, replies: dict[str
             f.write(json.dumps({"id": k, "reply": v, "extracted": None if v == EVIL else "x",
                                 "how": "none"}) + "\n")
     b = get_benchmark(bench)
-    write_scores(root, score_run(b, b.load(data, videos), root), {})
+    write_scores(root, score_modes(b, b.load(data, videos), replies, {}), "official", {})
     return root
 
 
@@ -49,16 +50,26 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def test_markdown_has_the_paper_layout(runs: list[Path]) -> None:
     md = markdown([load_run(r) for r in runs])
-    header = "| Model | VCR-Bench | MINERVA | Video Holmes | VideoMathQA | CG-AV-Counting | Avg |"
+    header = ("| Model | VCR-Bench official | VCR-Bench strict | MINERVA official | MINERVA strict "
+              "| Video Holmes official | Video Holmes strict | VideoMathQA official | VideoMathQA "
+              "strict | CG-AV-Counting official | CG-AV-Counting strict | Avg official | "
+              "Avg strict |")
     assert header in md
-    # minerva 2/6 = 33.33, counting 1/5 = 20.00; partial rows get Avg* over what is there
-    assert "| ours <b>bold</b> | – | 33.33 | – | – | 20.00 | 26.67* |" in md
-    assert "| other | – | – | 14.29 | – | – | 14.29* |" in md
-    # the published rows, every one labelled, with the paper's average
-    assert "| ReWatch-R1 + O&R [published] | 40.43 | 36.05 | 43.88 | 31.67 | 25.51 | 35.51 |" in md
+    # minerva strict 2/6 = 33.33; official: the <script> reply has no letter, so lmms-eval's
+    # random letter (seed 0) decides it; counting 1/5 = 20.00 in both ("ten" reads in both)
+    m_off = 100 * (2 + (official_fallback(0, "m2") == "C")) / 6
+    avg_off = (m_off + 20) / 2
+    assert (f"| ours <b>bold</b> | – | – | {m_off:.2f} | 33.33 | – | – | – | – | 20.00 | 20.00 "
+            f"| {avg_off:.2f}* | 26.67* |") in md
+    assert "| other | – | – | – | – | 14.29 | 14.29 | – | – | – | – | 14.29* | 14.29* |" in md
+    # the published rows, every one labelled, in the official columns only
+    assert ("| ReWatch-R1 + O&R [published] | 40.43 | – | 36.05 | – | 43.88 | – | 31.67 | – | "
+            "25.51 | – | 35.51 | – |") in md
     assert md.count("[published]") == len(PUBLISHED) + 1  # + the note under the table
     assert "not measured by this tool" in md
-    assert "| question_type |" in md and "oboa" in md and "1 no answer" in md
+    assert "| question_type |" in md and "oboa" in md
+    assert "strict: accuracy **33.33** over 6 (2 correct, 1 no answer (unparsed), 3 missing)" in md
+    assert "official: accuracy" in md and "1 guessed (seed 0)" in md
     assert "[published]" not in markdown([load_run(r) for r in runs], published=False)
     assert len(COLUMNS) == 5
 

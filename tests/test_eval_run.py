@@ -80,8 +80,10 @@ def test_frames_mode_end_to_end(env: tuple[Path, list[str]], tmp_path: Path) -> 
         res = run("minerva", data, tmp, tmp_path / "run", scripted(srv), config(tmp))
     assert len(srv.requests) == 6 and res.answered == 6 and res.failed == 0
     assert res.videos_prepared == 4  # each video's frames prepared once, shared by its questions
-    s = res.score
+    s = res.scores["strict"]
     assert (s.correct, s.no_answer, s.missing) == (3, 2, 0)  # clips 0, 2, 4 right; 3, 5 none
+    off = res.scores["official"]  # the default headline: MINERVA guesses for clips 3 and 5
+    assert res.score is off and off.guessed == 2 and off.no_answer == 0 and off.n == 6
     body = srv.requests[0]
     content = body["messages"][0]["content"]
     images = [p for p in content if p["type"] == "image_url"]
@@ -99,7 +101,14 @@ def test_frames_mode_end_to_end(env: tuple[Path, list[str]], tmp_path: Path) -> 
     assert {p["id"] for p in preds} == {f"m{i}" for i in range(6)}
     assert all(p["prompt"] == "think" for p in preds)
     scores = json.loads((tmp_path / "run/scores.json").read_text())
-    assert scores["score"]["no_answer"] == 2 and scores["meta"]["bench"] == "minerva"
+    assert scores["scores"]["strict"]["no_answer"] == 2 and scores["meta"]["bench"] == "minerva"
+    assert scores["extraction"] == "official" and scores["score"]["mode"] == "official"
+    scored = [json.loads(x) for x in (tmp_path / "run/scored.jsonl").read_text().splitlines()]
+    assert len(scored) == 12 and {r["mode"] for r in scored} == {"official", "strict"}
+    by = {(r["id"], r["mode"]): r for r in scored}
+    assert by[("m3", "strict")]["extracted"] is None and by[("m3", "official")]["guessed"]
+    assert by[("m0", "strict")]["correct"] and by[("m0", "official")]["correct"]
+    assert by[("m0", "strict")]["reply"] == by[("m0", "official")]["reply"]
 
 
 def test_video_url_mode_and_official_holmes_prompt(env: tuple[Path, list[str]],
@@ -160,21 +169,29 @@ def test_cache_resume_and_rerun(env: tuple[Path, list[str]], tmp_path: Path) -> 
     cfg = config(tmp)
     with ScriptedTestServer(scripted_answer) as srv:
         def model() -> OpenAIChatModel:
-            return OpenAIChatModel("scripted", srv.base_url, cache=ResponseCache(out / "c.db"))
+            return OpenAIChatModel("scripted", srv.base_url)  # the runner owns the cache
 
-        first = run("minerva", data, tmp, out, model(), cfg)
+        def cache() -> ResponseCache:
+            return ResponseCache(out / "c.db")
+
+        first = run("minerva", data, tmp, out, model(), cfg, cache=cache())
         assert first.calls == 6 and len(srv.requests) == 6
         # a kill between the cache write and the prediction write: the lines are gone...
         lines = (out / "predictions.jsonl").read_text().splitlines()
         (out / "predictions.jsonl").write_text("\n".join(lines[:2]) + "\n")
-        again = run("minerva", data, tmp, out, model(), cfg)
+        again = run("minerva", data, tmp, out, model(), cfg, cache=cache())
         assert again.already_done == 2 and again.cache_hits == 4 and again.calls == 0
         assert len(srv.requests) == 6  # ...and no request reached the server again
         t0 = time.perf_counter()
-        done = run("minerva", data, tmp, out, model(), cfg)  # a finished run: nothing to do
+        done = run("minerva", data, tmp, out, model(), cfg, cache=cache())  # nothing to do
         assert done.already_done == 6 and done.calls == 0 and done.cache_hits == 0
         assert time.perf_counter() - t0 < 0.5 * first.wall_s + 0.5
         assert done.score.to_dict() == first.score.to_dict()
+        # the key names the video file, not its frames: touching the file asks again
+        os.utime(tmp / "videos/vid0.mp4")
+        (out / "predictions.jsonl").write_text("")
+        touched = run("minerva", data, tmp, out, model(), cfg, cache=cache())
+        assert touched.calls == 2 and touched.cache_hits == 4  # m0 and m4 are on vid0
         with pytest.raises(RunMismatch, match="mode"):
             run("minerva", data, tmp, out, model(), config(tmp, "eval.mode=direct"))
 
@@ -265,9 +282,20 @@ def test_score_cli_rescoring_without_a_model(env: tuple[Path, list[str]], tmp_pa
                                    "--videos", str(tmp / "videos"), "--predictions",
                                    str(out / "predictions.jsonl"), "--json"])
     assert res.exit_code == 0, res.output
-    s = json.loads(res.output[res.output.index("{"):])
+    both = json.loads(res.output[res.output.index("{"):])
+    s = both["strict"]
     assert (s["correct"], s["no_answer"], s["missing"]) == (4, 2, 0)  # m0, m1, m3, m4 right
-    assert json.loads((out / "scores.json").read_text())["run"]["rescored"] is True
+    # official (lmms-eval): "A or B" -> B (last capital), "nothing" -> a seeded guess
+    o = both["official"]
+    assert o["guessed"] == 1 and o["no_answer"] == 0 and o["seed"] == 0
+    saved = json.loads((out / "scores.json").read_text())
+    assert saved["run"]["rescored"] is True and set(saved["scores"]) == {"official", "strict"}
+    res2 = CliRunner().invoke(app, ["eval", "score", "--bench", "minerva", "--data", str(data),
+                                    "--videos", str(tmp / "videos"), "--predictions", str(out),
+                                    "--extraction", "strict"])
+    assert res2.exit_code == 0, res2.output
+    assert res2.output.splitlines()[0].startswith("minerva [strict]: accuracy 66.67")
+    assert json.loads((out / "scores.json").read_text())["extraction"] == "strict"
 
 
 @pytest.mark.slow

@@ -238,7 +238,8 @@ class EvalRunner:
                 return Reply(hit[0], None, Usage(**hit[1]), self.model.name, cached=True)
         reply = await self.model.chat(messages, temperature=temperature,
                                       max_tokens=self.cfg.eval.max_tokens)
-        result.calls += 1
+        if not reply.cached:  # a model with a cache of its own may have answered from it
+            result.calls += 1
         if key is not None and self.cache is not None and not reply.cached:
             self.cache.put(key, self.model.name, reply.text, reply.usage.__dict__)
         return reply
