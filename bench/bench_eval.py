@@ -30,7 +30,8 @@ from typing import Any
 from rewatch.config import load_config
 from rewatch.eval.benchmarks import get_benchmark
 from rewatch.eval.inputs import frames_messages, prepare_frames
-from rewatch.eval.run import EvalRunner
+from rewatch.eval.run import EvalRunner, plain_chat
+from rewatch.models.cache import ResponseCache
 from rewatch.models.openai_compat import OpenAIChatModel
 from rewatch.samples import CACHE_DIR, Shape, SyntheticSpec, synthetic_video
 
@@ -106,8 +107,9 @@ async def requests_alone(base_url: str, videos: list[Any], n: int, concurrency: 
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
-        async with gate:
-            await model.chat(frames_messages(f"question {i}", videos[i % len(videos)]))
+        async with gate:  # the runner's call: no per-request hashing of the frames
+            await plain_chat(model, frames_messages(f"question {i}", videos[i % len(videos)]),
+                             temperature=0.0, max_tokens=512)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -117,11 +119,15 @@ async def requests_alone(base_url: str, videos: list[Any], n: int, concurrency: 
 
 async def one_run(bench: Any, cfg: Any, out: Path, base_url: str, items: list[Any],
                   videos: Path) -> Any:
+    # as `rewatch eval run` does it: the runner owns the (cheaply keyed) response cache
     model = OpenAIChatModel("scripted", base_url, concurrency=cfg.eval.concurrency)
+    cache = ResponseCache(out / "cache.sqlite")
     try:
-        return await EvalRunner(bench, cfg, out, model, videos_dir=videos).run(items)
+        return await EvalRunner(bench, cfg, out, model, videos_dir=videos, cache=cache
+                                ).run(items)
     finally:
         await model.aclose()
+        cache.close()
 
 
 def main() -> None:

@@ -7,9 +7,10 @@ Upstream snapshots read (commit = the last one touching the file):
 - lmms-eval  lmms_eval/tasks/videomathqa/utils.py                                  c7eaef37
 - lmms-eval  lmms_eval/tasks/videomathqa/cot_postprocess.py                        d8fcb9c3
 - lmms-eval  lmms_eval/tasks/cgav_counting/utils.py                                cb9d7f76
-- VLMEvalKit open-compass/VLMEvalKit vlmeval/dataset/CGAVCounting/utils.py         9cc14cd0
+- VLMEvalKit open-compass/VLMEvalKit vlmeval/dataset/CGAVCounting/utils.py         401916c0
 - Video-Holmes TencentARC/Video-Holmes evaluate.py                                 a360ad63
-- VCR-Bench  zhishuifeiqian/VCR-Bench eval_code/eval.py, cau_acc.py, prompt.py     4e564b77
+- VCR-Bench  zhishuifeiqian/VCR-Bench eval_code/eval.py, prompt.py (4e564b77), cau_acc.py
+  (5821d784); line numbers are those of each file at that commit
 """
 
 from __future__ import annotations

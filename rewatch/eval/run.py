@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from rewatch.eval.inputs import (
     text_proxy_messages,
     video_url_messages,
 )
-from rewatch.models.base import ChatModel, Reply, Usage
+from rewatch.models.base import BaseChatModel, ChatModel, Reply, Usage
 from rewatch.models.cache import ResponseCache
 from rewatch.schema import CaptionRecord
 from rewatch.store import JsonlFile, RunDir
@@ -110,6 +111,21 @@ def model_identity(model: ChatModel) -> dict[str, Any]:
     return ident
 
 
+async def plain_chat(model: ChatModel, messages: list[dict[str, Any]], *, temperature: float,
+                     max_tokens: int) -> Reply:
+    """One chat call without the model's own response cache. `BaseChatModel.chat` hashes
+    every request (json.dumps + sha256 of ~1 MB of frames) for a cache key even when it has no
+    cache; the eval runner keeps its own cheaply keyed cache, so for a model that has no cache
+    and does not override `chat` it calls the backend directly: the frames are JSON-encoded
+    once, for the HTTP body. Anything else goes through `chat`."""
+    if (isinstance(model, BaseChatModel) and model.cache is None
+            and type(model).chat is BaseChatModel.chat):
+        model.stats["calls"] += 1
+        text, usage = await model._complete(messages, None, temperature, max_tokens, model.seed)
+        return Reply(text, None, usage, model.name)
+    return await model.chat(messages, temperature=temperature, max_tokens=max_tokens)
+
+
 def check_meta(out: Path, key: dict[str, Any], extra: dict[str, Any]) -> None:
     meta = out / "meta.json"
     if meta.exists():
@@ -142,6 +158,7 @@ class EvalRunner:
                  cache: ResponseCache | None = None):
         self.bench, self.cfg, self.model, self.judge = bench, cfg, model, judge
         self.cache = cache
+        self._writer: ThreadPoolExecutor | None = None  # see run()
         self._model_id = json.dumps(model_identity(model), sort_keys=True, default=str)
         self.videos_dir = Path(videos_dir).expanduser().resolve()
         self.dir = RunDir(out, cfg)
@@ -236,13 +253,20 @@ class EvalRunner:
             if hit is not None:
                 result.cache_hits += 1
                 return Reply(hit[0], None, Usage(**hit[1]), self.model.name, cached=True)
-        reply = await self.model.chat(messages, temperature=temperature,
-                                      max_tokens=self.cfg.eval.max_tokens)
+        reply = await plain_chat(self.model, messages, temperature=temperature,
+                                 max_tokens=self.cfg.eval.max_tokens)
         if not reply.cached:  # a model with a cache of its own may have answered from it
             result.calls += 1
         if key is not None and self.cache is not None and not reply.cached:
-            self.cache.put(key, self.model.name, reply.text, reply.usage.__dict__)
+            await self._write(self.cache.put, key, self.model.name, reply.text,
+                              reply.usage.__dict__)
         return reply
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._writer is None:
+            fn(*args)
+            return
+        await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
 
     async def _ask(self, item: EvalItem, video: PreparedVideo | None, result: RunResult) -> None:
         try:
@@ -257,7 +281,7 @@ class EvalRunner:
                 "prompt": name, "reply": reply.text, "extracted": value, "how": how,
                 "answer": item.answer, "usage": reply.usage.__dict__, "cached": reply.cached,
                 "latency_s": round(latency, 4)}
-            self.preds.append(record)
+            await self._write(self.preds.append, record)
             result.answered += 1
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
@@ -306,14 +330,21 @@ class EvalRunner:
         t0 = time.perf_counter()
         check_meta(self.dir.root, run_key(self.bench, self.model, self.cfg),
                    {**(meta or {}), "items": len(items)})
-        done = self.preds.ids()
+        done = self.preds.ids()  # also loads the id set before the writer thread appends
         todo = [it for it in items if it.id not in done]
         result = RunResult(self.dir.root, len(items), len(items) - len(todo))
         hits0 = self.model.stats["cache_hits"]  # a model with its own cache counts there
-        if self.cfg.eval.inputs == "frames" and todo:
-            await self._frames_mode(todo, result)
-        elif todo:
-            await asyncio.gather(*(self._ask(it, None, result) for it in todo))
+        # cache writes and prediction appends fsync (~4 ms each here): one writer thread does
+        # them in order, so the event loop keeps sending requests meanwhile
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-write")
+        try:
+            if self.cfg.eval.inputs == "frames" and todo:
+                await self._frames_mode(todo, result)
+            elif todo:
+                await asyncio.gather(*(self._ask(it, None, result) for it in todo))
+        finally:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         result.cache_hits += self.model.stats["cache_hits"] - hits0
         e = self.cfg.eval
         result.scores, result.judge_calls = await score_run_async(

@@ -9,14 +9,15 @@ MAE and RMSE are over the parsed replies, with their number reported beside them
 
 Official (lmms-eval `lmms_eval/tasks/cgav_counting/utils.py` at commit cb9d7f76, `_extract_number`
 lines 214-227 and `_count_result` lines 230-248; the same metric rules as VLMEvalKit
-`vlmeval/dataset/CGAVCounting/utils.py` at commit 9cc14cd0, `post_process` lines 246-266): the
+`vlmeval/dataset/CGAVCounting/utils.py` at commit 401916c0, `post_process` lines 246-266): the
 text after the last `</think>`, lower-cased, commas removed; the *first* number in it (sign and
 decimals kept), else the *sum* of the number words in it ("one or two" is 3), else 0. Acc is
 |err| <= 1e-5, OBOA |err| <= 1; for MAE and RMSE an error larger than max(2*gt, 100) is replaced
 by 2*gt, and every question counts (a reply without a number is a prediction of 0).
 VLMEvalKit differs in extraction only: `word2number.w2n.word_to_num` on the whole reply (so
-"7." or "There are 7" is 0); its `cg_av_counting.py` at HEAD (401916c0) imports CG-Bench's
-`post_process` by mistake and cannot score, hence lmms-eval is the rule followed here.
+"7." or "There are 7" is 0); and its `cg_av_counting.py` at 401916c0 (line 14) imports
+CG-Bench's `post_process` instead (a lint commit; 9cc14cd0 still had `from .utils import *`),
+which takes no `category` and cannot score. lmms-eval is the rule followed here.
 """
 
 from __future__ import annotations
