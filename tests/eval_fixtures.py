@@ -210,3 +210,61 @@ def hf_minerva(root: Path, videos: Path, vids: list[str]) -> Path:
     for v in vids:
         shutil.copy(videos / f"{v}.mp4", root / "videos" / f"{v}.mp4")
     return root
+
+
+# --- one set of replies per benchmark, scored in both modes (docs/eval.md's table) -----------
+# Written to exercise the rules the two modes disagree on, not to be typical replies.
+MODE_CASES: dict[str, list[str]] = {
+    "minerva": ["The answer is A", "B or C, probably C", "I cannot tell", "<answer>D</answer>",
+                "A man walks in, so E", "the answer is a"],
+    "video-holmes": ["<think>x</think><answer>A</answer>", "Answer: B", "<answer>C: the cook"
+                     "</answer>", "It is D, not A really", "[E] clearly", "I cannot tell",
+                     "<answer>A</answer>"],
+    "videomathqa": ["Answer: A", "Answer: B", "The best answer is C", "Best option: D"],
+    "videomathqa-mbin": ["A", "B", "A", "Answer: B", "A", "B", "A", "B", "A", "B", "A",
+                         "B", "A", "Best option: B", "A", "B"],
+    "cg-av-counting": ["1", "There are 3 of them", "I count seven.", "999", "no idea"],
+}
+
+
+def mode_table(tmp: Path, vids: list[str]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(benchmark, official score, strict score) for MODE_CASES on the fixture files, plus
+    VCR-Bench with scripted judge outputs; the official random fallbacks use seed 0."""
+    from rewatch.eval.benchmarks import get_benchmark
+    from rewatch.eval.run import score_modes
+
+    files = {"minerva": minerva(tmp, vids, name="minerva_modes.json"),
+             "video-holmes": holmes(tmp, vids), "videomathqa": videomathqa(tmp, vids),
+             "videomathqa-mbin": videomathqa(tmp, vids, binary=True),
+             "cg-av-counting": counting(tmp, vids)}
+    out = []
+    for name, replies in MODE_CASES.items():
+        b = get_benchmark(name)
+        items = b.load(files[name], tmp / "videos")
+        assert len(items) == len(replies), name
+        s = score_modes(b, items, {it.id: r for it, r in zip(items, replies, strict=True)}, {})
+        out.append((name, s["official"].to_dict(), s["strict"].to_dict()))
+    b = get_benchmark("vcr-bench")
+    items = b.load(vcr(tmp, vids), tmp / "videos")
+    replies = {"1": "It is the circle.", "2": "From 1.6 s to 3 s.", "3": "top left",
+               "4": "Red, clearly."}
+    judged = {"vcr_extract:1": "A", "vcr_extract:2": "[1.6, 3.0]",
+              "vcr_extract:3": "[12, 12, 50, 50]", "vcr_extract:4": "red",
+              "vcr_score:1": "1", "vcr_score:4": "1", "open_judge:4": '{"correct": true}'}
+    s = score_modes(b, items, replies, judged)
+    out.append(("vcr-bench", s["official"].to_dict(), s["strict"].to_dict()))
+    return out
+
+
+def mode_table_markdown(rows: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> str:
+    """The side-by-side table of `mode_table` as markdown."""
+    lines = ["| benchmark | questions | official | guessed | strict | unparsed (strict) |",
+             "|---|---|---|---|---|---|"]
+    for name, off, st in rows:
+        extra = ""
+        if name == "cg-av-counting":
+            extra = (f" (OBOA {off['metrics']['oboa']:.2f}, MAE {off['metrics']['mae']:.2f}"
+                     f" vs OBOA {st['metrics']['oboa']:.2f}, MAE {st['metrics']['mae']:.2f})")
+        lines.append(f"| {name}{extra} | {off['n']} | {off['score']:.2f} | {off['guessed']} | "
+                     f"{st['score']:.2f} | {st['no_answer']} |")
+    return "\n".join(lines)

@@ -347,3 +347,21 @@ def test_vcr_official_end_to_end(bench_dir: tuple[Path, list[str]], tmp_path: Pa
     # the stored judgments are reused: a rescore sends nothing
     stored = Judgments(tmp_path).valid(replies)
     assert stored == judgments
+
+
+def test_docs_mode_table_is_current(bench_dir: tuple[Path, list[str]]) -> None:
+    """docs/eval.md shows MODE_CASES scored both ways; regenerate and compare, and check the
+    cells the two modes are documented to disagree on."""
+    tmp, vids = bench_dir
+    rows = fx.mode_table(tmp, vids)
+    got = {name: (off, st) for name, off, st in rows}
+    assert len(got) == 6
+    # Holmes: "Answer: B" and "It is D, not A really" read as A officially, right strictly
+    assert got["video-holmes"][0]["correct"] == 4 and got["video-holmes"][1]["correct"] == 6
+    # VideoMathQA: "Answer: B" -> A and "Best option: D" -> B officially
+    assert got["videomathqa"][0]["correct"] == 2 and got["videomathqa"][1]["correct"] == 4
+    # counting: 999 for 4 is clipped to 8 officially; strict MAE over 4 parsed replies
+    assert got["cg-av-counting"][0]["metrics"]["mae"] == pytest.approx((0 + 1 + 4 + 8 + 5) / 5)
+    assert got["cg-av-counting"][1]["metrics"]["mae"] == pytest.approx((0 + 1 + 4 + 995) / 4)
+    doc = (Path(__file__).parent.parent / "docs/eval.md").read_text()
+    assert fx.mode_table_markdown(rows) in doc

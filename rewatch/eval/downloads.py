@@ -77,20 +77,25 @@ class JoinedParts(io.RawIOBase):
         self._files = [open(p, "rb") for p in parts]  # noqa: SIM115 (closed in close())
 
     def readable(self) -> bool:
+        """Always readable."""
         return True
 
     def seekable(self) -> bool:
+        """Always seekable."""
         return True
 
     def tell(self) -> int:
+        """The position in the joined file."""
         return self.pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move in the joined file."""
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.total}[whence]
         self.pos = max(0, base + offset)
         return self.pos
 
     def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        """Fill `buf` from the parts that hold the current position."""
         want, done, start = len(buf), 0, 0
         view = memoryview(buf)
         for f, size in zip(self._files, self.sizes, strict=True):
@@ -104,6 +109,7 @@ class JoinedParts(io.RawIOBase):
         return done
 
     def close(self) -> None:
+        """Close every part."""
         for f in self._files:
             f.close()
         super().close()

@@ -28,6 +28,7 @@ class Extraction:
 
     @property
     def ok(self) -> bool:
+        """Whether an answer was found."""
         return self.value is not None
 
 

@@ -55,6 +55,7 @@ def build_prompt(item: EvalItem, template: str, duration: float | None) -> str:
 
 
 def clip_of(item: EvalItem) -> tuple[float, float] | None:
+    """The (start, end) clip an item is limited to (CG-AV-Counting ref), or None."""
     clip = item.extra.get("clip")
     return (float(clip[0]), float(clip[1])) if clip else None
 
@@ -125,16 +126,19 @@ class FramePool:
             self.prepare_seconds += fut.result().seconds
 
     def release(self, path: str, clip: tuple[float, float] | None = None) -> None:
+        """Free a video's slot once all its questions are asked."""
         self._futures.pop((path, clip), None)
         self._slots.release()
 
     def close(self) -> None:
+        """Stop the worker threads (pending preparations are cancelled)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 # --- messages ----------------------------------------------------------------------------------
 
 def frames_messages(prompt: str, video: PreparedVideo) -> list[Message]:
+    """One user message: the prepared frame parts, then the prompt."""
     return [{"role": "user", "content": [*video.parts, {"type": "text", "text": prompt}]}]
 
 
@@ -161,6 +165,7 @@ def video_url_part(item: EvalItem, cfg: Config, videos_dir: str | Path) -> dict[
 
 def video_url_messages(prompt: str, item: EvalItem, cfg: Config, videos_dir: str | Path
                        ) -> list[Message]:
+    """One user message: the `video_url` part, then the prompt."""
     return [{"role": "user", "content": [video_url_part(item, cfg, videos_dir),
                                          {"type": "text", "text": prompt}]}]
 
@@ -232,4 +237,5 @@ def load_captions(path: str | Path) -> dict[str, CaptionRecord]:
 
 
 def caption_for(item: EvalItem, captions: dict[str, CaptionRecord]) -> CaptionRecord | None:
+    """The Stage 1 caption of an item's video (by resolved path, else by file stem)."""
     return captions.get(item.video) or captions.get(Path(item.video).stem)

@@ -52,12 +52,14 @@ class RunScores:
 
 
 def row_label(meta: dict[str, Any]) -> str:
+    """A run's row name: its label, else model (mode, inputs)."""
     if meta.get("label"):
         return str(meta["label"])
     return f"{meta.get('model', '?')} ({meta.get('mode', '?')}, {meta.get('inputs', '?')})"
 
 
 def load_run(run_dir: str | Path, examples: int = 3) -> RunScores:
+    """A run directory's scores.json and its first replies without an answer."""
     p = Path(run_dir)
     f = p / "scores.json"
     if not f.exists():
@@ -117,6 +119,7 @@ def paired_rows(runs: list[RunScores], published: bool
 
 
 def average(values: list[float | None]) -> tuple[float | None, int]:
+    """Mean of the values present, and how many there were."""
     got = [v for v in values if v is not None]
     return (sum(got) / len(got) if got else None), len(got)
 

@@ -127,6 +127,7 @@ async def plain_chat(model: ChatModel, messages: list[dict[str, Any]], *, temper
 
 
 def check_meta(out: Path, key: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Write meta.json, or refuse a directory that holds a different run."""
     meta = out / "meta.json"
     if meta.exists():
         old = json.loads(meta.read_text())
@@ -138,6 +139,7 @@ def check_meta(out: Path, key: dict[str, Any], extra: dict[str, Any]) -> None:
 
 
 def extracted(item: EvalItem, reply: str) -> tuple[str | None, str]:
+    """The strict extraction of a reply and its rule, as predictions.jsonl records it."""
     ex = extract_number(reply) if item.kind == "count" else (
         extract_choice(reply, item.options) if item.kind == "mcq" else None)
     return (ex.value, ex.how) if ex is not None else (None, "open")

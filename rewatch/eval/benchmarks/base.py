@@ -292,6 +292,7 @@ class Benchmark:
     download_hint: ClassVar[str] = ""  # the download command
 
     def load(self, data: str | Path, videos: str | Path) -> list[EvalItem]:
+        """The official file's rows as items (videos resolved inside `videos`)."""
         raise NotImplementedError
 
     def score(self, items: list[EvalItem], replies: dict[str, str],
@@ -327,6 +328,7 @@ def register(cls: type[Benchmark]) -> type[Benchmark]:
 
 
 def names() -> list[str]:
+    """The registered benchmark names (aliases left out), sorted."""
     return sorted({c.name for c in REGISTRY.values()})
 
 

@@ -127,6 +127,7 @@ class CGAVCounting(Benchmark):
         self.protocol = protocol
 
     def load(self, data: str | Path, videos: str | Path) -> list[EvalItem]:
+        """cg-av-counting.json rows as counting items of the chosen protocol."""
         items = []
         for i, row in enumerate(load_rows(data)):
             where = f"{data} row {i}"

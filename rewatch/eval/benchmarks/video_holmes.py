@@ -63,6 +63,7 @@ class VideoHolmes(Benchmark):
     official_temperature = 0.1
 
     def load(self, data: str | Path, videos: str | Path) -> list[EvalItem]:
+        """test_Video-Holmes.json rows as six-option items."""
         items = []
         for i, row in enumerate(load_rows(data)):
             where = f"{data} row {i}"
