@@ -195,6 +195,9 @@ class EvalConfig(Section):
     # a key of `models`: runs the LLM steps of the official scoring (VCR-Bench extraction and
     # grading, VideoMathQA CoT post-processing) and grades strict VCR-Bench free-text answers
     judge: str | None = None
+    # VCR-Bench's CoT score (official recall/precision prompts, F1): two more judge calls per
+    # question, official mode only
+    cot_score: bool = False
     prepare_workers: int = Field(2, ge=1)  # threads decoding/encoding frames (frames mode)
     prepare_ahead: int = Field(4, ge=1)  # videos whose frames are held ready at once
     frame_timestamps: bool = True  # a "[MM:SS]" text part before each frame

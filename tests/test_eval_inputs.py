@@ -127,3 +127,35 @@ def test_prompt_file_of_your_own(env: tuple[Path, list[str]], tmp_path: Path) ->
     assert srv.requests[0]["messages"][0]["content"][1]["text"] == (
         "Lasts 00:00-00:03. Which colour appears first in clip 0?\nOptions:\n(A) colour 0\n"
         "(B) colour 1\n(C) colour 2\n(D) colour 3\n(E) colour 4")
+
+
+def test_official_prompt_style_uses_the_lmms_eval_prompts(env: tuple[Path, list[str]]) -> None:
+    """prompt_style=official: lmms-eval's doc_to_text of VideoMathQA (utils.py @ c7eaef37
+    lines 113-124, mcq yaml post_prompt), MINERVA (utils.py @ bec4e649 lines 90-100) and
+    CG-AV-Counting (utils.py @ cb9d7f76 lines 173-177), written out exactly."""
+    from rewatch.eval.inputs import build_prompt, load_prompt, prompt_name
+
+    tmp, vids = env
+    vm = get_benchmark("videomathqa")
+    it = vm.load(fx.videomathqa(tmp, vids), tmp / "videos")[1]
+    name = prompt_name(it, "direct", "official", None, vm.official_prompts["direct"])
+    assert build_prompt(it, load_prompt(name), 3.0) == (
+        "Select the best answer to the following multiple-choice question based on the video. "
+        "Respond with the letter (A, B, C, D or E) of the correct option.\nWhat is x in problem "
+        "1?\n(A) 10\n(B) 11\n(C) 12\n(D) 13\n(E) 14\n\nAnswer with the option's letter (A, B, C,"
+        " D or E) from the given choices directly.")
+    mn = get_benchmark("minerva")
+    m0 = mn.load(fx.minerva(tmp, vids), tmp / "videos")[0]
+    text = build_prompt(m0, load_prompt(prompt_name(m0, "direct", "official", None,
+                                                    mn.official_prompts["direct"])), 3.0)
+    assert text == ("Which colour appears first in clip 0?\nA. colour 0\nB. colour 1\nC. colour 2"
+                    "\nD. colour 3\nE. colour 4\nAnswer with the option's letter from the given "
+                    "choices directly.")
+    cg = get_benchmark("cg-av-counting")
+    c0 = cg.load(fx.counting(tmp, vids), tmp / "videos")[0]
+    assert build_prompt(c0, load_prompt(prompt_name(c0, "think", "official", None,
+                                                    cg.official_prompts["think"])), 3.0) == (
+        "Please answer the question 'How many circles appear in clip 0?' with a number. "
+        "Output only the number and nothing else.")
+    # the default style keeps our prompts
+    assert prompt_name(m0, "direct", "auto", None, mn.official_prompts["direct"]) == "direct"

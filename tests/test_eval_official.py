@@ -365,3 +365,47 @@ def test_docs_mode_table_is_current(bench_dir: tuple[Path, list[str]]) -> None:
     assert got["cg-av-counting"][1]["metrics"]["mae"] == pytest.approx((0 + 1 + 4 + 995) / 4)
     doc = (Path(__file__).parent.parent / "docs/eval.md").read_text()
     assert fx.mode_table_markdown(rows) in doc
+
+
+def _steps(*pairs: tuple[str, str]) -> str:
+    return "```json\n" + json.dumps([{"step": "s", "step_type": t, "judgment": j}
+                                     for t, j in pairs]) + "\n```"
+
+
+def test_vcr_cot_score(bench_dir: tuple[Path, list[str]]) -> None:
+    """VCR-Bench's CoT score: the official recall and precision prompts (eval.py lines
+    200-299, formatted with str.format as upstream), step counts from the ```json block, per
+    item ratios with background steps left out of "overall", then cau_total.py's means and
+    F1 over the items that have a value."""
+    tmp, vids = bench_dir
+    b = get_benchmark("vcr-bench")
+    items = b.load(fx.vcr(tmp, vids), tmp / "videos")[:2]
+    replies = {"1": "The circle {appears} first.", "2": "From 1.6 s to 3 s."}
+    opts = ScoreOptions(mode="official", cot_score=True)
+    reqs = {r.key: r for r in b.judge_requests(items, replies, opts)}
+    assert {"vcr_recall:1", "vcr_precision:1", "vcr_recall:2", "vcr_extract:2"} <= set(reqs)
+    rec = reqs["vcr_recall:1"].prompt
+    assert rec.startswith("You are an expert system for verifying solutions to video-based")
+    assert '  {\n    "step": ground truth middle step,' in rec  # {{ }} became { }
+    assert rec.endswith("[Solution]\nThe circle {appears} first.\n\n[Ground Truth Information]"
+                        "\n['r1']\n")  # the prompt's own final newline
+    assert "[Answer]\nA\n" in rec
+    v, lg, bg = "Video Description Steps", "Logical Inference Steps", "Background Review Steps"
+    judged = {
+        "vcr_recall:1": _steps((v, "Matched"), (v, "Matched"), (v, "Unmatched"),
+                               (lg, "Matched"), (bg, "Unmatched")),
+        "vcr_precision:1": _steps((v, "Matched"), (v, "Matched"), (v, "Wrong"),
+                                  (lg, "Redundant")),
+        "vcr_recall:2": "I think all steps match.",  # no ```json block: upstream re-asks
+        "vcr_precision:2": _steps(),
+    }
+    m = b.score(items, replies, ScoreOptions(mode="official", cot_score=True,
+                                             judgments=judged)).metrics
+    # item 1: overall recall (2 + 1) / (3 + 1), precision 2 / (2 + 1); item 2 has neither
+    assert m["cot_overall_recall"] == pytest.approx(75.0)
+    assert m["cot_overall_precision"] == pytest.approx(200 / 3)
+    assert m["cot_overall_f1"] == pytest.approx(100 * 12 / 17)
+    assert m["cot_Video_recall"] == pytest.approx(200 / 3)
+    assert m["cot_logic_precision"] == 0.0  # no item has logic Matched + Wrong > 0
+    assert m["cot_judged"] == 1
+    assert "cot_overall_f1" not in b.score(items, replies, ScoreOptions(mode="official")).metrics

@@ -263,7 +263,8 @@ def score_cmd(
         try:
             jm = models[cfg.eval.judge] if cfg.eval.judge else None
             return await score_run_async(b, items, run_dir, seed=seed, think=think, judge=jm,
-                                         concurrency=cfg.eval.concurrency)
+                                         concurrency=cfg.eval.concurrency,
+                                         cot_score=cfg.eval.cot_score)
         finally:
             await models.aclose()
 

@@ -26,13 +26,17 @@ def load_prompt(name: str, *, strip: bool = True) -> str:
     return text.rstrip() if strip else text
 
 
-def prompt_name(item: EvalItem, mode: str, style: str, official: str | None) -> str:
+def prompt_name(item: EvalItem, mode: str, style: str, official: str | None,
+                official_for_mode: str | None = None) -> str:
     """Which prompt file an item gets: the benchmark's official one where the style asks for
-    it (Video-Holmes in think mode by default), ReWatch-R1's released inference prompt in
+    it (Video-Holmes in think mode by default; with `official`, also the lmms-eval prompts of
+    MINERVA, VideoMathQA and CG-AV-Counting), ReWatch-R1's released inference prompt in
     think mode with `rewatch-r1`, else the ReWatch prompt for its answer kind (the text the
     SFT export trains on)."""
     if mode == "think" and official and style in ("auto", "official"):
         return official
+    if style == "official" and official_for_mode:
+        return official_for_mode
     if mode == "think" and style == "rewatch-r1":
         return "rewatch_r1_think"
     base = {"mcq": "", "count": "count_", "open": "open_"}[item.kind]
@@ -49,9 +53,13 @@ def build_prompt(item: EvalItem, template: str, duration: float | None) -> str:
     if item.extra.get("clue") not in (None, "null"):
         clue = f"\nAnnotated clue (where the counted things are): {item.extra['clue']}"
     section = f"Options:\n{options}" if item.options else ""
+    dotted = "\n".join(f"{k}. {v}" for k, v in item.options.items())
+    raw = "\n".join(item.extra.get("options_raw") or [f"({k}) {v}" for k, v in
+                                                        item.options.items()])
     return template.format(duration=f"00:00-{mmss(duration or 0.0)}", question=item.question,
                            options=options, options_inline=inline, clue=clue,
-                           options_section=section).rstrip()
+                           options_section=section, options_dotted=dotted,
+                           options_raw=raw).rstrip()
 
 
 def clip_of(item: EvalItem) -> tuple[float, float] | None:

@@ -179,7 +179,8 @@ class EvalRunner:
         if e.prompt_file:
             template = Path(e.prompt_file).expanduser().read_text(encoding="utf-8").rstrip()
             return f"file:{Path(e.prompt_file).name}", build_prompt(item, template, duration)
-        name = prompt_name(item, e.mode, e.prompt_style, self._official)
+        name = prompt_name(item, e.mode, e.prompt_style, self._official,
+                           getattr(self.bench, "official_prompts", {}).get(e.mode))
         return name, build_prompt(item, load_prompt(name), duration)
 
     def _temperature(self, prompt: str) -> float:
@@ -351,7 +352,7 @@ class EvalRunner:
         e = self.cfg.eval
         result.scores, result.judge_calls = await score_run_async(
             self.bench, items, self.dir.root, seed=e.seed, think=e.mode == "think",
-            judge=self.judge, concurrency=e.concurrency)
+            judge=self.judge, concurrency=e.concurrency, cot_score=e.cot_score)
         result.score = result.scores[e.extraction]
         result.wall_s = time.perf_counter() - t0
         write_scores(self.dir.root, result.scores, e.extraction, {
@@ -406,7 +407,8 @@ class Judgments:
 async def run_judges(bench: Benchmark, items: list[EvalItem], replies: dict[str, str],
                      judgments: dict[str, str], *, seed: int, think: bool, judge: ChatModel,
                      store: Judgments, concurrency: int = 8, on_error: Callable[
-                         [JudgeRequest, Exception], None] | None = None) -> int:
+                         [JudgeRequest, Exception], None] | None = None,
+                     cot_score: bool = False) -> int:
     """Ask the judge every LLM step the scoring of `replies` still needs, in both modes,
     in rounds (VCR-Bench grades what its extraction step returned); returns the calls made.
     A failed step is reported to `on_error` and left unjudged."""
@@ -434,7 +436,8 @@ async def run_judges(bench: Benchmark, items: list[EvalItem], replies: dict[str,
     for _ in range(4):  # extraction, then grading: two rounds suffice; two spare
         todo: dict[str, JudgeRequest] = {}
         for mode in MODES:
-            opts = ScoreOptions(mode=mode, seed=seed, think=think, judgments=judgments)
+            opts = ScoreOptions(mode=mode, seed=seed, think=think, judgments=judgments,
+                                cot_score=cot_score)
             for req in bench.judge_requests(items, replies, opts):
                 if req.key not in failed:
                     todo.setdefault(req.key, req)
@@ -445,17 +448,18 @@ async def run_judges(bench: Benchmark, items: list[EvalItem], replies: dict[str,
 
 
 def score_modes(bench: Benchmark, items: list[EvalItem], replies: dict[str, str],
-                judgments: dict[str, str], *, seed: int = 0, think: bool = False
-                ) -> dict[str, BenchScore]:
+                judgments: dict[str, str], *, seed: int = 0, think: bool = False,
+                cot_score: bool = False) -> dict[str, BenchScore]:
     """The scores of `replies` in every extraction mode."""
-    return {mode: bench.score(items, replies, ScoreOptions(mode=mode, seed=seed, think=think,
-                                                           judgments=judgments))
+    return {mode: bench.score(items, replies, ScoreOptions(
+        mode=mode, seed=seed, think=think, judgments=judgments, cot_score=cot_score))
             for mode in MODES}
 
 
 async def score_run_async(bench: Benchmark, items: list[EvalItem], run_dir: str | Path, *,
                           seed: int = 0, think: bool = False, judge: ChatModel | None = None,
-                          concurrency: int = 8) -> tuple[dict[str, BenchScore], int]:
+                          concurrency: int = 8, cot_score: bool = False
+                          ) -> tuple[dict[str, BenchScore], int]:
     """Both modes' scores of a run directory's predictions; with a judge, the LLM steps not
     yet in judgments.jsonl are run first. Writes scored.jsonl."""
     root = Path(run_dir)
@@ -472,8 +476,9 @@ async def score_run_async(bench: Benchmark, items: list[EvalItem], run_dir: str 
 
         calls = await run_judges(bench, items, replies, judgments, seed=seed, think=think,
                                  judge=judge, store=store, concurrency=concurrency,
-                                 on_error=on_error)
-    scores = score_modes(bench, items, replies, judgments, seed=seed, think=think)
+                                 on_error=on_error, cot_score=cot_score)
+    scores = score_modes(bench, items, replies, judgments, seed=seed, think=think,
+                         cot_score=cot_score)
     write_scored(root, scores, replies)
     return scores, calls
 

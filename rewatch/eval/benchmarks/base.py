@@ -134,6 +134,7 @@ class ScoreOptions:
     seed: int = 0
     think: bool = False
     judgments: Mapping[str, str] = field(default_factory=dict)
+    cot_score: bool = False  # also the official reasoning score where there is one (VCR-Bench)
 
     def judged(self, step: str, item_id: str) -> str | None:
         """The judge's raw output for one step of one item, or None when it was not run."""

@@ -120,6 +120,9 @@ class CGAVCounting(Benchmark):
     download_hint = ("huggingface-cli download CG-Bench/CG-AV-Counting --repo-type dataset "
                      "--local-dir CG-AV-Counting (gated: accept the terms first)")
     protocols: ClassVar[tuple[str, ...]] = ("long", "ref", "clue")
+    # prompt_style=official: lmms-eval cgav_doc_to_text_count (utils.py lines 173-177)
+    official_prompts: ClassVar[dict[str, str]] = {"direct": "official_cgav_count",
+                                                  "think": "official_cgav_count"}
 
     def __init__(self, protocol: str = "long"):
         if protocol not in self.protocols:

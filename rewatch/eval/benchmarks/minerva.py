@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import ClassVar
 
 from rewatch.eval.benchmarks.base import (
     LETTERS,
@@ -69,6 +70,9 @@ class Minerva(Benchmark):
     download_videos = ("videos",)
     download_hint = ("huggingface-cli download lmms-lab-eval/minerva minerva.json --repo-type "
                      "dataset --local-dir minerva; the videos come from YouTube (video_id)")
+    # prompt_style=official: lmms-eval minerva_doc_to_text (utils.py lines 90-100) with the
+    # post_prompt of minerva.yaml
+    official_prompts: ClassVar[dict[str, str]] = {"direct": "official_minerva_direct"}
 
     def load(self, data: str | Path, videos: str | Path) -> list[EvalItem]:
         """MINERVA rows as items; the per-type key is `question_type` or `question type`."""

@@ -125,6 +125,68 @@ def official_rule_match(answer: Any, extracted: str) -> bool | None:
     return None
 
 
+STEP_TYPES = ("Video Description Steps", "Logical Inference Steps", "Background Review Steps")
+
+
+def official_step_stats(output: str, judgments: tuple[str, ...]
+                        ) -> dict[str, dict[str, int]] | None:
+    """eval.py `extract_json_between_backticks` + `calculate_recall`/`calculate_precision`
+    (lines 91-118, 146-157): the JSON array in a ```json block, counted per step type and
+    judgment; None where upstream raises (it then asks the judge again, without end)."""
+    m = re.search(r"```json\n(.*?)```", output, re.DOTALL)
+    if not m:
+        return None
+    try:
+        steps = json.loads(m.group(1).strip())
+        stats = {t: dict.fromkeys(judgments, 0) for t in STEP_TYPES}
+        for step in steps:
+            stats[step["step_type"]][step["judgment"]] += 1
+    except (ValueError, KeyError, TypeError):
+        return None
+    return stats
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None  # upstream's "" for an empty denominator
+
+
+def official_cot_item(recall_out: str | None, precision_out: str | None
+                      ) -> dict[str, float | None]:
+    """One item's recall and precision (eval.py lines 214-240 and 258-286): per step type and
+    "overall" over video-description + logical-inference steps (background steps left out)."""
+    out: dict[str, float | None] = {}
+    r = official_step_stats(recall_out, ("Matched", "Unmatched")) if recall_out else None
+    p = official_step_stats(precision_out, ("Matched", "Wrong", "Redundant")
+                            ) if precision_out else None
+    v, lg, bg = STEP_TYPES
+    if r is not None:
+        out["Video_recall"] = _ratio(r[v]["Matched"], r[v]["Matched"] + r[v]["Unmatched"])
+        out["logic_recall"] = _ratio(r[lg]["Matched"], r[lg]["Matched"] + r[lg]["Unmatched"])
+        out["overall_recall"] = _ratio(r[v]["Matched"] + r[lg]["Matched"], sum(
+            r[t]["Matched"] + r[t]["Unmatched"] for t in (v, lg)))
+    if p is not None:
+        out["Video_precision"] = _ratio(p[v]["Matched"], p[v]["Matched"] + p[v]["Wrong"])
+        out["logic_precision"] = _ratio(p[lg]["Matched"], p[lg]["Matched"] + p[lg]["Wrong"])
+        matched = p[v]["Matched"] + p[lg]["Matched"]
+        out["overall_precision"] = _ratio(matched, matched + p[v]["Wrong"] + p[lg]["Wrong"])
+    return out
+
+
+def official_cot_score(per_item: list[dict[str, float | None]]) -> dict[str, float]:
+    """cau_total.py (commit 5821d784 or later, lines 9-40): for Video, logic and overall, the
+    mean precision and mean recall over the items that have one, and their F1 (in percent)."""
+    out: dict[str, float] = {}
+    for metric in ("Video", "logic", "overall"):
+        ps = [x for d in per_item if (x := d.get(f"{metric}_precision")) is not None]
+        rs = [x for d in per_item if (x := d.get(f"{metric}_recall")) is not None]
+        prec = sum(ps) / len(ps) if ps else 0.0
+        rec = sum(rs) / len(rs) if rs else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
+        out.update({f"cot_{metric}_precision": 100 * prec, f"cot_{metric}_recall": 100 * rec,
+                    f"cot_{metric}_f1": 100 * f1})
+    return out
+
+
 def answer_type(answer: str) -> str:
     """'temporal' when the reference is a list `[a, b]` (the official test, so a score such as
     "2-1" is text, not a span), 'spatial' for a box, else 'text' (judged)."""
@@ -269,7 +331,15 @@ class VCRBench(Benchmark):
                 o = missing_outcome(it) if reply is None else self._strict(it, reply, opts)
             o.categories = {**o.categories, "answer_type": it.extra.get("answer_type", "")}
             outcomes.append(o)
-        return summarize(self.name, outcomes, (*self.breakdown_keys, "answer_type"), opts=opts)
+        score = summarize(self.name, outcomes, (*self.breakdown_keys, "answer_type"), opts=opts)
+        if opts.mode == "official" and opts.cot_score:
+            per_item = [official_cot_item(opts.judged("vcr_recall", it.id),
+                                          opts.judged("vcr_precision", it.id))
+                        for it in items if it.id in replies]
+            score.metrics.update(official_cot_score(per_item))
+            score.metrics["cot_judged"] = float(sum(
+                "overall_recall" in d and "overall_precision" in d for d in per_item))
+        return score
 
     def judge_requests(self, items: list[EvalItem], replies: dict[str, str],
                        opts: ScoreOptions) -> list[JudgeRequest]:
@@ -290,6 +360,16 @@ class VCRBench(Benchmark):
                         question=it.question, reference=it.answer,
                         candidate=candidate[-2000:]), reply, max_tokens=32))
                 continue
+            if opts.cot_score:  # the CoT score's two steps (eval.py recall/precision)
+                fmt = {"question": it.question, "solution": reply,
+                       "gt_annotation": it.extra.get("reasoning")}
+                for step, answer in (("vcr_recall", it.extra.get("answer_raw", it.answer)),
+                                     ("vcr_precision", None)):
+                    if opts.judged(step, it.id) is None:
+                        kw = {**fmt, "answer": answer} if answer is not None else fmt
+                        # upstream calls .format on these two prompts (so {{ }} unescape)
+                        out.append(JudgeRequest(step, it.id, load_prompt(
+                            f"official_{step}", strip=False).format(**kw), reply))
             extracted = opts.judged("vcr_extract", it.id)
             if extracted is None:
                 out.append(JudgeRequest("vcr_extract", it.id, _fill(

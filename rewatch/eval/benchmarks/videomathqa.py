@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rewatch.eval.benchmarks.base import (
     LETTERS,
@@ -106,6 +106,10 @@ class _VideoMathQABase(Benchmark):
     download_videos = ("videos",)
     download_hint = ("huggingface-cli download MBZUAI/VideoMathQA --repo-type dataset "
                      "--local-dir VideoMathQA")
+    # prompt_style=official: lmms-eval videomathqa_doc_to_text (utils.py lines 113-124) with
+    # the post_prompts of videomathqa_mcq(.cot).yaml
+    official_prompts: ClassVar[dict[str, str]] = {
+        "direct": "official_videomathqa_direct", "think": "official_videomathqa_think"}
 
     def _rows(self, data: str | Path, videos: str | Path) -> list[tuple[dict[str, Any], EvalItem]]:
         out = []
@@ -208,6 +212,8 @@ class VideoMathQAMultiBinary(_VideoMathQABase):
     default_file = "videomathqa_mbin.json"
     download_files = ("multi_binary/test-*.parquet", "multi_binary/*.parquet",
                       "multi_binary/*.json", "multi_binary/*.jsonl", "videomathqa_mbin.json")
+    official_prompts: ClassVar[dict[str, str]] = {
+        "direct": "official_videomathqa_mbin_direct", "think": "official_videomathqa_mbin_think"}
 
     def load(self, data: str | Path, videos: str | Path) -> list[EvalItem]:
         """Binary pairs grouped by question: the multi_binary config as is, or mcq rows
