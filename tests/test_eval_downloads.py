@@ -138,3 +138,20 @@ def test_bench_help_names_the_five_benchmarks() -> None:
     for name in ("vcr-bench", "minerva", "video-holmes", "videomathqa", "videomathqa-mbin",
                  "cg-av-counting", "--extraction"):
         assert name in text, name
+
+
+def test_counting_ref_protocol_uses_the_release_clips(src: tuple[Path, list[str]],
+                                                      tmp_path: Path) -> None:
+    """With `ref_videos/` downloaded, protocol `ref` asks about the release's own clip
+    (`<stem>_<start>_<end>.mp4`, lmms-eval cgav_counting/utils.py @ cb9d7f76 lines 120-122)
+    instead of cutting the whole video; without it, the whole video and the interval."""
+    tmp, vids = src
+    root = fx.hf_counting(tmp_path / "CG-AV-Counting", tmp / "videos", vids)
+    b = get_benchmark("cg-av-counting", protocol="ref")
+    data, videos = resolve_download(b, root, None)
+    cut_here = b.load(data, videos)
+    assert cut_here[0].extra["clip"] == (0.0, 2.0) and "ref_clip_file" not in cut_here[0].extra
+    (root / "ref_videos").mkdir()
+    clips = b.load(data, videos)
+    assert Path(clips[0].video) == root / "ref_videos" / f"{vids[0]}_0.00_2.00.mp4"
+    assert "clip" not in clips[0].extra and clips[0].extra["ref_clip_file"]

@@ -3,9 +3,11 @@ most one), MAE and RMSE, overall and per `type` (V, A, AV, A2V, V2A) and `catego
 
 File `cg-av-counting.json`: `index`, `video`, `question`, `answer` (integer), `type`,
 `category`, `clue`, `query_interval`. Protocols (`eval.counting_protocol`): `long` (whole
-video), `ref` (only the clip of `query_interval`), `clue` (the annotated clue is given in the
-prompt). Strict: an unparseable reply is wrong for Acc and OBOA and is counted as "no answer";
-MAE and RMSE are over the parsed replies, with their number reported beside them.
+video), `ref` (only the clip of `query_interval`: the release's own clip file from
+`ref_videos/` when it is downloaded, else the whole video cut here), `clue` (the annotated clue
+is given in the prompt). Strict: an unparseable reply is wrong for Acc and OBOA and is counted
+as "no answer"; MAE and RMSE are over the parsed replies, with their number reported beside
+them.
 
 Official (lmms-eval `lmms_eval/tasks/cgav_counting/utils.py` at commit cb9d7f76, `_extract_number`
 lines 214-227 and `_count_result` lines 230-248; the same metric rules as VLMEvalKit
@@ -41,6 +43,7 @@ from rewatch.eval.benchmarks.base import (
     need,
     pct,
     register,
+    safe_video_path,
     summarize,
 )
 from rewatch.eval.extract import extract_number, seconds
@@ -132,6 +135,8 @@ class CGAVCounting(Benchmark):
     def load(self, data: str | Path, videos: str | Path) -> list[EvalItem]:
         """cg-av-counting.json rows as counting items of the chosen protocol."""
         items = []
+        ref_dir = Path(videos).expanduser().resolve().parent / "ref_videos"
+        ref_release = ref_dir.is_dir() or any(ref_dir.parent.glob("ref_videos.zip*"))
         for i, row in enumerate(load_rows(data)):
             where = f"{data} row {i}"
             try:
@@ -143,15 +148,25 @@ class CGAVCounting(Benchmark):
                 interval = parse_interval(row.get("query_interval"))
             except (ValueError, TypeError) as e:
                 raise BenchmarkFormatError(f"{where}: query_interval: {e}") from None
+            video = find_video(videos, str(need(row, "video", where)), row=where)
             if self.protocol == "ref":
                 if interval is None:
                     raise BenchmarkFormatError(f"{where}: protocol 'ref' needs query_interval")
-                extra["clip"] = interval
+                if ref_release:
+                    # the release's own clip of query_interval (lmms-eval cgav_counting/utils.py
+                    # `_reference_filename`, lines 120-122): `ref_videos/<stem>_<s>_<e>.mp4`
+                    raw = row["query_interval"]
+                    s0, e0 = (raw if isinstance(raw, list | tuple) and len(raw) == 2
+                              else interval)
+                    video = safe_video_path(ref_dir.parent, f"ref_videos/{video.stem}_"
+                                            f"{float(s0):.2f}_{float(e0):.2f}.mp4", row=where)
+                    extra["ref_clip_file"] = True
+                else:  # no clips downloaded: cut the whole video to the interval here
+                    extra["clip"] = interval
             if self.protocol == "clue":
                 extra["clue"] = json.dumps(row.get("clue"), ensure_ascii=False)
             items.append(EvalItem(
-                id=str(row.get("index", i)), bench=self.name,
-                video=str(find_video(videos, str(need(row, "video", where)), row=where)),
+                id=str(row.get("index", i)), bench=self.name, video=str(video),
                 question=str(need(row, "question", where)), answer=str(answer), kind="count",
                 categories={"type": str(row.get("type", "")),
                             "category": str(row.get("category", ""))},
