@@ -1,4 +1,5 @@
-"""One pydantic config tree, loaded from YAML under rewatch/configs/ and overridden with dotted keys."""
+"""One pydantic config tree, loaded from YAML under rewatch/configs/ and overridden with dotted
+keys."""
 
 from __future__ import annotations
 

@@ -248,13 +248,16 @@ def run_correctness(run: str | Path) -> dict[str, Any]:
     """Correctness of a run directory's records on its generated videos (known truth):
     accepted answers that are true, MCQs whose keyed option is true and no other option is,
     kept chains whose answer is the true one and whose observations quote C_detail."""
-    from rewatch.store import JsonlFile
     from rewatch.schema import CaptionRecord
+    from rewatch.store import JsonlFile
     from rewatch.synth.cot_validate import META_WORDS, unsupported_words
 
     root = Path(run)
-    truths = {r["id"]: known_truth(r["path"]) for r in JsonlFile(root / "videos.jsonl").read()}
-    truths = {k: v for k, v in truths.items() if v is not None}
+    truths: dict[str, GroundTruth] = {}
+    for r in JsonlFile(root / "videos.jsonl").read():
+        found = known_truth(r["path"])
+        if found is not None:
+            truths[r["id"]] = found
     captions = {r["video_id"]: r for r in JsonlFile(root / "captions.jsonl").read()}
     qa = {r["id"]: r for r in JsonlFile(root / "qa.jsonl").read() if r["video_id"] in truths}
     verdict = {k: answer_truth(truths[r["video_id"]], r["question"], r["answer"],

@@ -143,7 +143,8 @@ def find_blobs(mask: np.ndarray, rgb: np.ndarray, min_area: float) -> list[Blob]
     import cv2
 
     h, w = mask.shape
-    n, labels, stats, cents = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    n, labels, stats, cents = cv2.connectedComponentsWithStats(  # type: ignore[call-overload]
+        mask.astype(np.uint8), connectivity=8)
     out = []
     for i in range(1, n):
         area = stats[i, cv2.CC_STAT_AREA]
@@ -279,7 +280,8 @@ class ObjectCaptioner(BaseChatModel):
         tags = imagenet_tags([images[len(images) // 2]], top_k=1,
                              min_confidence=self.imagenet_floor)[0]
         if tags:
-            text += f"; it may show {_article(tags[0][0])} {tags[0][0]} (ImageNet guess, {tags[0][1]:.2f})"
+            name, p = tags[0]
+            text += f"; it may show {_article(name)} {name} (ImageNet guess, {p:.2f})"
         return text
 
     # --- objects across frames ----------------------------------------------------------------
@@ -351,8 +353,8 @@ class ObjectCaptioner(BaseChatModel):
                 path = ""
                 if place_word(first.cx) != place_word(last.cx):
                     path = f", from {place_word(first.cx)} to {place_word(last.cx)}"
-                out.append(_line(t0, t1, f"The {t.name} moves {direction}{' ' + pace if pace else ''}"
-                                 f"{path}."))
+                manner = f" {pace}" if pace else ""
+                out.append(_line(t0, t1, f"The {t.name} moves {direction}{manner}{path}."))
             elif last_i - first_i >= 2:
                 out.append(_line(t0, t1, f"The {t.name} stays still "
                                  f"{position_words(last.cx, last.cy)}."))
@@ -401,9 +403,8 @@ def _border(rgb: np.ndarray, width: int = 3) -> np.ndarray:
 def _clean(mask: np.ndarray) -> np.ndarray:
     import cv2
 
-    m = mask.astype(np.uint8)
-    m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    return cv2.morphologyEx(m, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    m: Any = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    return np.asarray(cv2.morphologyEx(m, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)))
 
 
 def _split_shots(times: list[float], changes: list[float] | None, duration: float

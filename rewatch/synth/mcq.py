@@ -50,7 +50,8 @@ def distractor_schema(n: int) -> type[BaseModel]:
 @cache
 def letter_schema(letters: str) -> type[BaseModel]:
     """The judge's reply on a multiple-choice item: one of the option letters."""
-    return create_model("KeyCheck", answer=(Literal[tuple(letters)], ...))  # type: ignore[valid-type]
+    letter: Any = Literal[tuple(letters)]  # type: ignore[valid-type]
+    return create_model("KeyCheck", answer=(letter, ...))
 
 
 async def key_check(question: str, options: dict[str, str], detail: str, cfg: Config,
@@ -278,5 +279,5 @@ async def checked_options(rec: QARecord, distractors: list[str], pool: list[str]
         if attempt == 1 or not spare:
             break
         current = [spare[0] if d == options[chose] else d for d in current]
-    return options, {"problem": f"judge_chose_{chose}: {options[chose]!r}, key {letter}",
+    return options, {"problem": f"judge_chose_{chose}: {struck[-1]!r}, key {letter}",
                      "key_check": {"judge": chose, "struck": struck}}
