@@ -120,3 +120,13 @@ def test_distractor_sets_differ_and_are_disjoint_when_the_pool_allows():
         assert len(sets) == 2 and set(sets[0]) != set(sets[1])
         assert all(len(s) == len(set(s)) == 4 for s in sets)
     assert len(distractor_sets(pool[:4], 4, 2, random.Random(0))) == 1  # only one set exists
+
+
+def test_a_count_gets_counts_as_distractors():
+    from rewatch.synth.mcq import clean_distractors, nearby_numbers
+
+    assert nearby_numbers("two", 4) == ["three", "one", "four", "zero"]
+    assert nearby_numbers("3", 3) == ["4", "2", "5"]
+    kept, dropped = clean_distractors("two", ["three", "plain", "right", "2", "five objects"])
+    assert kept == ["three", "five objects"]
+    assert {d["reason"] for d in dropped} == {"not_a_count", "equals_answer"}

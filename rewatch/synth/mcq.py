@@ -88,17 +88,45 @@ def validate_mcq(options: dict[str, str], answer: str, num_options: int | None =
     return None
 
 
+_NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven twelve".split()
+
+
+def as_number(text: str) -> int | None:
+    """The count an answer states ("3", "three", "3 objects"), or None."""
+    words = normalize_answer(text).split()
+    return int(words[0]) if words and words[0].isdigit() else None
+
+
+def nearby_numbers(answer: str, n: int) -> list[str]:
+    """Counting distractors: the counts nearest the answer, written as the answer is (word or
+    digits), nearest first."""
+    value = as_number(answer)
+    if value is None:
+        return []
+    words = not str(answer).strip()[:1].isdigit()
+    out = []
+    for d in range(1, n + 2):
+        for v in (value + d, value - d):
+            if v >= 0 and len(out) < n:
+                out.append(_NUMBER_WORDS[v] if words and v < len(_NUMBER_WORDS) else str(v))
+    return out
+
+
 def clean_distractors(answer: str, raw: Iterable[str]) -> tuple[list[str], list[dict[str, str]]]:
-    """Keep distinct distractors that are not the answer in other words; say why others go."""
+    """Keep distinct distractors that are not the answer in other words (and, for a count,
+    are counts too); say why others go."""
     kept: list[str] = []
     dropped: list[dict[str, str]] = []
     a_norm, a_tok = normalize_answer(answer), answer_tokens(answer)
+    counting = as_number(answer) is not None
     seen = {a_norm}
     for text in raw:
         t = " ".join(str(text).split())
         n, tok = normalize_answer(t), answer_tokens(t)
         if not n:
             why = "empty"
+        elif counting and as_number(t) is None:
+            why = "not_a_count"
         elif n == a_norm or (a_tok and tok == a_tok):
             why = "equals_answer"
         elif n in seen:
@@ -172,7 +200,8 @@ async def reformulate_mcq(qa: QARecord, caption: CaptionRecord, cfg: Config, mod
     pool, dropped = clean_distractors(qa.answer, got.distractors)
     ev["proposed"], ev["dropped"] = list(got.distractors), dropped
     if q.caption_distractors and len(pool) < want:
-        extra = caption_distractors(caption, qa, cfg.synth.seed)
+        extra = (nearby_numbers(qa.answer, want) if as_number(qa.answer) is not None
+                 else caption_distractors(caption, qa, cfg.synth.seed))
         pool, _more = clean_distractors(qa.answer, [*pool, *extra])
         ev["from_caption"] = [t for t in pool if t in extra]
     if len(pool) < need:
