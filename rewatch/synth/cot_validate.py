@@ -21,7 +21,9 @@ from rewatch.synth.tools import ArgumentError, content_words, parse_action, pars
 META_WORDS = frozenset(content_words(
     "shows show shown seen see sees visible observe observed look looks looking watch watched "
     "happens happen occurs occur moment time timestamp timestamps frame frames caption line "
-    "lines describe described description says say tags tag i we can around near part scene"
+    "lines describe described description says say tags tag i we can around near part scene "
+    # connectives that order what the lines say without adding a fact
+    "then next followed later also first finally"
 ))
 TAGS = ("action", "observation", "answer")
 _TAG = re.compile(r"<(/?)(action|observation|answer|think)>")

@@ -33,8 +33,15 @@ _STOP = frozenset(
 _WORD = re.compile(r"[a-z0-9]+")
 
 
+# one spelling per word, so "center" matches a caption's "centre"
+_SPELLING = {"center": "centre", "color": "colour", "colors": "colours", "grey": "gray",
+             "colored": "coloured"}
+
+
 def stem(word: str) -> str:
-    """A light suffix stemmer (leaves/leave/leaving -> leav) for matching words."""
+    """A light suffix stemmer (leaves/leave/leaving -> leav) for matching words; US and UK
+    spellings of a word stem alike."""
+    word = _SPELLING.get(word, word)
     for suffix in ("ing", "ed", "s"):
         if len(word) > len(suffix) + 2 and word.endswith(suffix):
             word = word[: -len(suffix)]
