@@ -133,14 +133,28 @@ async def test_cache_answers_identical_requests_without_a_server_call(tmp_path):
         a = await m.chat(Q, schema=Verdict)
         b = await m.chat(Q, schema=Verdict)
         c = await m.chat(Q, schema=Verdict, temperature=0.7)  # other params: a new request
-    assert a.parsed == b.parsed and b.cached and not a.cached
-    assert len(srv.requests) == 2 and m.stats["cache_hits"] == 1
-    # a new process (new cache object on the same file) still hits
-    with ScriptedTestServer(GOOD) as srv2:
-        m2 = model_for(srv2, cache=ResponseCache(tmp_path / "cache.sqlite"))
+        assert a.parsed == b.parsed and b.cached and not a.cached
+        assert len(srv.requests) == 2 and m.stats["cache_hits"] == 1
+        # a new process (new cache object on the same file, same server) still hits
+        m2 = model_for(srv, cache=ResponseCache(tmp_path / "cache.sqlite"))
         assert (await m2.chat(Q, schema=Verdict)).cached
-        assert len(srv2.requests) == 0
+        assert len(srv.requests) == 2
     assert c.parsed is not None
+
+
+async def test_same_model_name_on_another_server_is_not_replayed(tmp_path):
+    # the cache keys on base_url + served model, not on the name in the config
+    with ScriptedTestServer(GOOD) as srv:
+        first = await model_for(srv, cache=ResponseCache(tmp_path / "c.sqlite")).chat(Q)
+    other = '{"supported": false, "reason": "another model"}'
+    with ScriptedTestServer(other) as srv2:
+        m = model_for(srv2, cache=ResponseCache(tmp_path / "c.sqlite"))
+        again = await m.chat(Q)
+        assert len(srv2.requests) == 1 and not again.cached and again.text == other
+        served = OpenAIChatModel("other-served-name", srv2.base_url,
+                                 cache=ResponseCache(tmp_path / "c.sqlite"))
+        assert not (await served.chat(Q)).cached and len(srv2.requests) == 2
+    assert first.text == GOOD and m.name == "openai:scripted"
 
 
 async def test_image_parts_reach_the_server_as_base64_jpeg():

@@ -6,19 +6,22 @@ import asyncio
 import json
 import logging
 import os
+import random
+from contextvars import ContextVar
 from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletion
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from pydantic import BaseModel
 
-from rewatch.models.base import BaseChatModel, ContextLengthError, Message, ModelError, Usage
+from rewatch.models.base import (
+    BaseChatModel,
+    ContextLengthError,
+    Message,
+    ModelError,
+    Reply,
+    Usage,
+)
 from rewatch.models.cache import ResponseCache
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,17 @@ RETRYABLE = (
 # "auto": json_schema (vLLM, SGLang, OpenAI) -> json_object + schema (llama-cpp-python server)
 # -> parse, validate and re-ask (any server).
 FALLBACK = {"json_schema": "json_object", "json_object": "parse"}
+
+
+# The transport retries left to the chat() call in progress: one budget per call, shared by its
+# schema re-asks, so the two layers add up (1 + schema_retries + max_retries requests at most)
+# instead of multiplying.
+_RETRY_BUDGET: ContextVar[list[int] | None] = ContextVar("transport_retry_budget", default=None)
+
+
+def backoff_s(retry: int, base: float = 0.25, cap: float = 20.0) -> float:
+    """Full-jitter exponential backoff before transport retry number `retry` (1, 2, ...)."""
+    return random.uniform(0, min(cap, base * 2 ** retry))
 
 
 def _retryable(e: BaseException) -> bool:
@@ -53,8 +67,9 @@ def _mentions_response_format(e: BaseException) -> bool:
 
 
 class OpenAIChatModel(BaseChatModel):
-    """Bounded concurrency, retries with jittered exponential backoff on timeouts, 429 and 5xx,
-    structured output by `response_format` JSON schema, or by parse-validate-reask."""
+    """Bounded concurrency; transport retries (timeouts, connection errors, 429, 5xx) with
+    jittered exponential backoff, at most `max_retries` per chat() call; structured output by
+    `response_format` JSON schema, or by parse-validate-reask."""
 
     def __init__(
         self,
@@ -65,6 +80,7 @@ class OpenAIChatModel(BaseChatModel):
         concurrency: int = 8,
         timeout_s: float = 120.0,
         max_retries: int = 4,
+        retry_backoff_s: float = 0.25,
         structured: str = "auto",
         cache: ResponseCache | None = None,
         **kw: Any,
@@ -74,6 +90,7 @@ class OpenAIChatModel(BaseChatModel):
         self.base_url = base_url
         self.concurrency = concurrency
         self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s  # base of the jittered exponential backoff
         self.structured = structured
         # the structured-output mode in use; "auto" starts with json_schema and falls back
         self.mode = "json_schema" if structured == "auto" else structured
@@ -82,9 +99,25 @@ class OpenAIChatModel(BaseChatModel):
             base_url=base_url,
             api_key=os.environ.get(api_key_env) or "EMPTY",
             timeout=timeout_s,
-            max_retries=0,  # tenacity below owns retries, so they are counted
+            max_retries=0,  # _send owns transport retries, so they are counted and bounded
         )
         self._sem: asyncio.Semaphore | None = None
+
+    async def cache_identity(self) -> str:
+        """The server and the model it serves: the same name on another server is another
+        model."""
+        return f"openai:{self.base_url.rstrip('/')}#{self.model}"
+
+    async def chat(self, messages: list[Message], *, schema: type[BaseModel] | None = None,
+                   temperature: float | None = None, max_tokens: int | None = None,
+                   seed: int | None = None) -> Reply:
+        """As `BaseChatModel.chat`, with one transport retry budget for the whole call."""
+        token = _RETRY_BUDGET.set([self.max_retries])
+        try:
+            return await super().chat(messages, schema=schema, temperature=temperature,
+                                      max_tokens=max_tokens, seed=seed)
+        finally:
+            _RETRY_BUDGET.reset(token)
 
     def _semaphore(self) -> asyncio.Semaphore:
         if self._sem is None:
@@ -127,6 +160,7 @@ class OpenAIChatModel(BaseChatModel):
                 ) from e
             refused = _mentions_response_format(e) or e.status_code in (400, 422)
             if self.structured == "auto" and mode in FALLBACK and refused:
+                self.stats["structured_fallbacks"] += 1
                 self.mode = FALLBACK[mode]
                 log.warning("%s: server refused response_format %s; falling back to %s",
                             self.name, mode, self.mode)
@@ -134,31 +168,33 @@ class OpenAIChatModel(BaseChatModel):
             raise ModelError(f"{self.name}: server rejected the request: {e}") from e
 
     async def _send(self, params: dict[str, Any]) -> tuple[str, Usage]:
-        async with self._semaphore():
+        budget = _RETRY_BUDGET.get() or [self.max_retries]
+        attempts = 0
+        while True:
+            attempts += 1
+            self.stats["requests"] += 1
             try:
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(self.max_retries + 1),
-                    wait=wait_random_exponential(multiplier=0.25, max=20),
-                    retry=retry_if_exception(_retryable),
-                    reraise=False,
-                ):
-                    with attempt:
-                        if attempt.retry_state.attempt_number > 1:
-                            self.stats["transport_retries"] += 1
-                        # the client's generic post: same errors and transport, without the
-                        # SDK's per-call TypedDict transform (~0.7 ms a request)
-                        resp = await self._client.post("/chat/completions", body=params,
-                                                       cast_to=ChatCompletion)
-            except RetryError as e:
-                self.stats["errors"] += 1
-                cause = e.last_attempt.exception()
-                raise ModelError(
-                    f"{self.name}: no good reply from {self.base_url} after "
-                    f"{self.max_retries + 1} attempts ({type(cause).__name__}: {cause}); "
-                    "is the server running and reachable?"
-                ) from cause
+                async with self._semaphore():
+                    # the client's generic post: same errors and transport, without the SDK's
+                    # per-call TypedDict transform (~0.7 ms a request)
+                    resp = await self._client.post("/chat/completions", body=params,
+                                                   cast_to=ChatCompletion)
+                break
             except openai.AuthenticationError as e:
+                self.stats["errors"] += 1
                 raise ModelError(f"{self.name}: the server refused the API key: {e}") from e
+            except Exception as e:
+                if not _retryable(e):
+                    raise
+                if budget[0] <= 0:
+                    self.stats["errors"] += 1
+                    raise ModelError(
+                        f"{self.name}: no good reply from {self.base_url} after {attempts} "
+                        f"attempts ({type(e).__name__}: {e}); is the server running and "
+                        "reachable?") from e
+                budget[0] -= 1
+                self.stats["transport_retries"] += 1
+                await asyncio.sleep(backoff_s(attempts, self.retry_backoff_s))
         if not resp.choices:
             raise ModelError(f"{self.name}: reply without choices")
         text = resp.choices[0].message.content or ""

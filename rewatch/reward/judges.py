@@ -4,8 +4,8 @@ Each is a `ChatModel` asked with a prompt file under `reward/prompts/` and a sch
 reply, so verdicts are always `{supported: bool, reason}`; replies are cached by the model's
 `ResponseCache`. Text from the policy is untrusted: it travels as one JSON object on a `DATA:`
 line (quotes and newlines escaped, so it cannot close the data or start a new instruction).
-A call that still fails after `retries` re-tries raises `JudgeError`; the reward marks the
-sample failed instead of scoring it 0.
+A call that fails (after the model's own transport retries and schema re-asks; the judge adds
+none) raises `JudgeError`; the reward marks the sample failed instead of scoring it 0.
 """
 
 from __future__ import annotations
@@ -102,12 +102,11 @@ class RewardJudge:
     observations are unsupported without a call (real ones are a sentence or two).
     """
 
-    def __init__(self, judge: ChatModel, infer: ChatModel | None = None, *, retries: int = 1,
+    def __init__(self, judge: ChatModel, infer: ChatModel | None = None, *,
                  window_s: float = 30.0, max_caption_chars: int = 6000,
                  max_observation_chars: int = 1000, max_tokens: int = 128):
         self.judge = judge
         self.infer = infer or judge
-        self.retries = retries
         self.window_s = window_s
         self.max_caption_chars = max_caption_chars
         self.max_observation_chars = max_observation_chars
@@ -116,24 +115,21 @@ class RewardJudge:
 
     async def _ask(self, model: ChatModel, messages: list[dict[str, Any]],
                    schema: type[BaseModel], what: str) -> Any:
-        last: BaseException | None = None
-        for attempt in range(self.retries + 1):
-            self.stats[f"{what}_calls"] += 1
-            try:
-                reply = await model.chat(messages, schema=schema, temperature=0.0,
-                                         max_tokens=self.max_tokens)
-                if reply.cached:
-                    self.stats["cache_hits"] += 1
-                return reply.parsed
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # any backend failure marks the sample, never crashes it
-                last = e
-                self.stats["failures"] += 1
-                if attempt < self.retries:
-                    self.stats["retries"] += 1
-        raise JudgeError(f"{what} judge failed after {self.retries + 1} attempts: "
-                         f"{type(last).__name__}: {str(last)[:300]}")
+        """One judge call. It is not retried here: the model already retried transport failures
+        and re-asked replies outside the schema (one retry policy per layer, docs/models.md), so
+        a call that still fails marks the sample failed."""
+        self.stats[f"{what}_calls"] += 1
+        try:
+            reply = await model.chat(messages, schema=schema, temperature=0.0,
+                                     max_tokens=self.max_tokens)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # any backend failure marks the sample, never crashes it
+            self.stats["failures"] += 1
+            raise JudgeError(f"{what} judge failed: {type(e).__name__}: {str(e)[:300]}") from e
+        if reply.cached:
+            self.stats["cache_hits"] += 1
+        return reply.parsed
 
     async def observation_verdict(self, caption: str, action: str, observation: str) -> Verdict:
         """M_judge(C_detail, {Act, Obs}): is the observation supported at the action's time?"""
@@ -175,8 +171,7 @@ def build_judge(cfg: Any, choice: str = "config", cache: Any = None) -> RewardJu
     from rewatch.models.registry import Models, build_model
 
     r = cfg.reward
-    kw = dict(retries=r.judge_retries, window_s=r.window_s,
-              max_observation_chars=r.max_observation_chars)
+    kw = dict(window_s=r.window_s, max_observation_chars=r.max_observation_chars)
     if choice == "none":
         return None
     if choice == "config":
