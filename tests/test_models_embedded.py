@@ -82,7 +82,7 @@ def test_the_model_is_closed_before_interpreter_shutdown(tmp_path):
     script.write_text(
         "import asyncio, sys\n"
         "from rewatch.models import local\n"
-        "m = local.EmbeddedChatModel(n_ctx=256)\n"
+        "m = local.EmbeddedChatModel('smollm2-135m', n_ctx=256)\n"
         "asyncio.run(m.chat([{'role': 'user', 'content': 'Say hi'}], max_tokens=2))\n"
         "llama = next(iter(local._LOADED.values()))\n"
         "close = llama.close\n"
