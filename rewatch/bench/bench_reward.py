@@ -16,6 +16,7 @@ import random
 import subprocess
 import sys
 import time
+from typing import Any
 
 from rewatch.models.openai_compat import OpenAIChatModel
 from rewatch.reward.judges import RewardJudge, Verdict
@@ -27,7 +28,7 @@ CAPTION = "\n".join(f"[00:{i:02d}-00:{i + 1:02d}] event {i} with a red cup" for 
 REPLY = json.dumps({"supported": True, "answer": "B", "reason": "scripted"})
 
 
-def responses(n: int, seed: int = 0) -> list[dict[str, object]]:
+def responses(n: int, seed: int = 0) -> list[dict[str, Any]]:
     """A mix like a GRPO batch: right and wrong letters, 0-4 steps, some hacks."""
     rng = random.Random(seed)
     out = []

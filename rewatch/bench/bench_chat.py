@@ -36,6 +36,7 @@ async def main(quick: bool) -> None:
     srv = subprocess.Popen([sys.executable, "-m", "rewatch.models.scripted_server",
                             "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
     try:
+        assert srv.stdout is not None
         port = int(srv.stdout.readline().split()[1])
         url = f"http://127.0.0.1:{port}/v1"
         conc = await measure(url, n, concurrency, "concurrent")
