@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import socket
+import sys
 
 import pytest
 from PIL import Image
@@ -28,8 +29,19 @@ GOOD = '{"supported": true, "reason": "line 00:03 says so"}'
 Q = [{"role": "user", "content": "Is the red ball seen at 00:03?"}]
 
 
+TRANSPORT = "auto"
+
+
+@pytest.fixture(autouse=True, params=["auto", "sdk"])
+def transport(request, monkeypatch):
+    """Every test runs on both transports: the lean client (plain http) and the openai SDK
+    (what https endpoints use)."""
+    monkeypatch.setattr(sys.modules[__name__], "TRANSPORT", request.param)
+    return request.param
+
+
 def model_for(srv: ScriptedTestServer, **kw) -> OpenAIChatModel:
-    return OpenAIChatModel("scripted", srv.base_url, **kw)
+    return OpenAIChatModel("scripted", srv.base_url, transport=TRANSPORT, **kw)
 
 
 async def test_structured_reply_uses_response_format_json_schema():
@@ -63,7 +75,7 @@ async def test_unreachable_server_says_so():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again before we call
-    m = OpenAIChatModel("x", f"http://127.0.0.1:{port}/v1", max_retries=1)
+    m = OpenAIChatModel("x", f"http://127.0.0.1:{port}/v1", max_retries=1, transport=TRANSPORT)
     with pytest.raises(ModelError, match="reachable"):
         await m.chat(Q)
 
@@ -176,7 +188,7 @@ async def test_api_key_never_reaches_the_logs(monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     with ScriptedTestServer(GOOD, error_rate=1.0) as srv:
         m = OpenAIChatModel("scripted", srv.base_url, api_key_env="REWATCH_TEST_KEY",
-                            max_retries=1)
+                            max_retries=1, transport=TRANSPORT)
         with pytest.raises(ModelError) as e:
             await m.chat(Q)
     assert "sk-very-secret" not in caplog.text and "sk-very-secret" not in str(e.value)

@@ -23,6 +23,7 @@ from rewatch.models.base import (
     Usage,
 )
 from rewatch.models.cache import ResponseCache
+from rewatch.models.http import HTTPStatusError, JSONClient, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,14 @@ def backoff_s(retry: int, base: float = 0.25, cap: float = 20.0) -> float:
 def _retryable(e: BaseException) -> bool:
     # A server that rejects response_format answers 400, 422 or even 500 (llama.cpp server):
     # that is not transient, so it goes to the fallback below instead of the retry loop.
-    return isinstance(e, RETRYABLE) and not _mentions_response_format(e)
+    if _mentions_response_format(e):
+        return False
+    if isinstance(e, HTTPStatusError):
+        return e.status_code in (408, 429) or e.status_code >= 500
+    return isinstance(e, (*RETRYABLE, TransportError))
 
 
-def _is_context_error(e: openai.APIStatusError) -> bool:
+def _is_context_error(e: openai.APIStatusError | HTTPStatusError) -> bool:
     msg = str(e).lower()
     return "context" in msg and ("length" in msg or "window" in msg or "exceed" in msg)
 
@@ -69,7 +74,10 @@ def _mentions_response_format(e: BaseException) -> bool:
 class OpenAIChatModel(BaseChatModel):
     """Bounded concurrency; transport retries (timeouts, connection errors, 429, 5xx) with
     jittered exponential backoff, at most `max_retries` per chat() call; structured output by
-    `response_format` JSON schema, or by parse-validate-reask."""
+    `response_format` JSON schema, or by parse-validate-reask.
+
+    `transport`: "auto" sends plain-http requests with the lean `JSONClient` and https ones
+    with the openai SDK (TLS, proxies); "sdk" always uses the SDK."""
 
     def __init__(
         self,
@@ -82,6 +90,7 @@ class OpenAIChatModel(BaseChatModel):
         max_retries: int = 4,
         retry_backoff_s: float = 0.25,
         structured: str = "auto",
+        transport: str = "auto",
         cache: ResponseCache | None = None,
         **kw: Any,
     ):
@@ -95,13 +104,21 @@ class OpenAIChatModel(BaseChatModel):
         # the structured-output mode in use; "auto" starts with json_schema and falls back
         self.mode = "json_schema" if structured == "auto" else structured
         # The key is read here and handed to the client; it is never logged or stored.
-        self._client = openai.AsyncOpenAI(
-            base_url=base_url,
-            api_key=os.environ.get(api_key_env) or "EMPTY",
-            timeout=timeout_s,
-            max_retries=0,  # _send owns transport retries, so they are counted and bounded
-        )
+        api_key = os.environ.get(api_key_env) or "EMPTY"
+        if transport not in ("auto", "sdk"):
+            raise ValueError(f"transport must be auto or sdk, not {transport!r}")
+        self._http: JSONClient | None = None
+        self._client: openai.AsyncOpenAI | None = None
+        if transport == "auto" and base_url.startswith("http://"):
+            self._http = JSONClient(base_url, headers={"Authorization": f"Bearer {api_key}"},
+                                    timeout_s=timeout_s)
+        else:
+            self._client = openai.AsyncOpenAI(
+                base_url=base_url, api_key=api_key, timeout=timeout_s,
+                max_retries=0,  # _send owns transport retries, so they are counted and bounded
+            )
         self._sem: asyncio.Semaphore | None = None
+        self._sem_loop: asyncio.AbstractEventLoop | None = None
 
     async def cache_identity(self) -> str:
         """The server and the model it serves: the same name on another server is another
@@ -120,8 +137,9 @@ class OpenAIChatModel(BaseChatModel):
             _RETRY_BUDGET.reset(token)
 
     def _semaphore(self) -> asyncio.Semaphore:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.concurrency)
+        loop = asyncio.get_running_loop()  # a semaphore belongs to one event loop
+        if self._sem is None or self._sem_loop is not loop:
+            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
         return self._sem
 
     async def _complete(
@@ -152,7 +170,7 @@ class OpenAIChatModel(BaseChatModel):
             }
         try:
             return await self._send(params)
-        except openai.APIStatusError as e:
+        except (openai.APIStatusError, HTTPStatusError) as e:
             if _is_context_error(e):
                 raise ContextLengthError(
                     f"{self.name}: request exceeds the model's context window; shorten the "
@@ -175,15 +193,13 @@ class OpenAIChatModel(BaseChatModel):
             self.stats["requests"] += 1
             try:
                 async with self._semaphore():
-                    # the client's generic post: same errors and transport, without the SDK's
-                    # per-call TypedDict transform (~0.7 ms a request)
-                    resp = await self._client.post("/chat/completions", body=params,
-                                                   cast_to=ChatCompletion)
-                break
-            except openai.AuthenticationError as e:
-                self.stats["errors"] += 1
-                raise ModelError(f"{self.name}: the server refused the API key: {e}") from e
+                    return await self._post(params)
             except Exception as e:
+                if isinstance(e, openai.AuthenticationError) or (
+                        isinstance(e, HTTPStatusError) and e.status_code == 401):
+                    self.stats["errors"] += 1
+                    raise ModelError(f"{self.name}: the server refused the API key: "
+                                     f"{str(e)[:300]}") from e
                 if not _retryable(e):
                     raise
                 if budget[0] <= 0:
@@ -195,16 +211,33 @@ class OpenAIChatModel(BaseChatModel):
                 budget[0] -= 1
                 self.stats["transport_retries"] += 1
                 await asyncio.sleep(backoff_s(attempts, self.retry_backoff_s))
+
+    async def _post(self, params: dict[str, Any]) -> tuple[str, Usage]:
+        """One request: the reply's text and token usage."""
+        if self._http is not None:
+            data = await self._http.post_json("/chat/completions", params)
+            choices = data.get("choices") if isinstance(data, dict) else None
+            if not choices:
+                raise ModelError(f"{self.name}: reply without choices: {str(data)[:200]}")
+            text = (choices[0].get("message") or {}).get("content") or ""
+            u = data.get("usage") or {}
+            return text, Usage(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0)
+        assert self._client is not None
+        # the client's generic post: same errors and transport, without the SDK's per-call
+        # TypedDict transform (~0.7 ms a request)
+        resp = await self._client.post("/chat/completions", body=params, cast_to=ChatCompletion)
         if not resp.choices:
             raise ModelError(f"{self.name}: reply without choices")
-        text = resp.choices[0].message.content or ""
         usage = Usage()
         if resp.usage is not None:
             usage = Usage(resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)
-        return text, usage
+        return resp.choices[0].message.content or "", usage
 
     async def aclose(self) -> None:
-        await self._client.close()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._client is not None:
+            await self._client.close()
 
 
 def _with_schema_instruction(messages: list[Message], schema_json: dict[str, Any]) -> list[Message]:
