@@ -17,7 +17,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,9 +58,10 @@ def _data_message(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
              "content": prompt(name).replace("{data}", json.dumps(data, ensure_ascii=False))}]
 
 
-def caption_lines(caption: str) -> list[tuple[CaptionLine, str]]:
-    """The timestamped lines of a C_detail text (`[MM:SS-MM:SS] text` a line), each with its
-    line as written; lines without a leading stamp are left out."""
+@lru_cache(maxsize=256)
+def _timed_lines(caption: str) -> tuple[tuple[float, float, str, str], ...]:
+    # (start, end, text, line as written); parsed once per caption text: a GRPO batch judges
+    # many steps against the same few captions
     out = []
     for raw in caption.splitlines():
         m = _LINE_RE.match(raw)
@@ -68,9 +69,14 @@ def caption_lines(caption: str) -> list[tuple[CaptionLine, str]]:
             continue
         start = parse_time(m.group(1))
         end = parse_time(m.group(2)) if m.group(2) else start
-        out.append((CaptionLine(start=start, end=max(start, end), text=raw[m.end():].strip()),
-                    raw))
-    return out
+        out.append((start, max(start, end), raw[m.end():].strip(), raw))
+    return tuple(out)
+
+
+def caption_lines(caption: str) -> list[tuple[CaptionLine, str]]:
+    """The timestamped lines of a C_detail text (`[MM:SS-MM:SS] text` a line), each with its
+    line as written; lines without a leading stamp are left out."""
+    return [(CaptionLine(start=a, end=b, text=t), raw) for a, b, t, raw in _timed_lines(caption)]
 
 
 def _retrieval_query(action: str) -> str | None:
@@ -103,31 +109,28 @@ def caption_window(caption: str, action: str, *, window_s: float = 30.0,
     `segment_retrieval(query)` step gets the lines the Observer's index returns for the query)
     and those within `window_s` of the times it names. With neither, the whole caption. Cut at
     `max_chars`, retrieved lines and the lines nearest the named times kept first."""
-    parsed = caption_lines(caption)
+    parsed = _timed_lines(caption)
     times = [parse_time(t) for t in _CLOCK_RE.findall(action)]
     query = _retrieval_query(action)
     wanted: dict[int, float] = {}  # line number -> priority (lower is kept first)
     if query is not None:
         hits = {(c.start, c.end, c.text) for c in retrieved_lines(caption, query, top_k)}
-        wanted.update({i: -1.0 for i, (c, _raw) in enumerate(parsed)
-                       if (c.start, c.end, c.text) in hits})
+        wanted.update({i: -1.0 for i, (a, b, t, _raw) in enumerate(parsed) if (a, b, t) in hits})
     if times:
         lo, hi = min(times) - window_s, max(times) + window_s
-        for i, (c, _raw) in enumerate(parsed):
-            if c.end >= lo and c.start <= hi:
-                gap = min(abs(t - min(max(t, c.start), c.end)) for t in times)
-                wanted.setdefault(i, gap)
+        for i, (a, b, _t, _raw) in enumerate(parsed):
+            if b >= lo and a <= hi:
+                wanted.setdefault(i, min(abs(t - min(max(t, a), b)) for t in times))
     if not wanted:
-        text = caption
-        return text if len(text) <= max_chars else text[:max_chars] + "\n[… caption cut]"
+        return caption if len(caption) <= max_chars else caption[:max_chars] + "\n[… caption cut]"
     keep: list[int] = []
     size = 0
     for i in sorted(wanted, key=lambda i: (wanted[i], i)):
-        size += len(parsed[i][1]) + 1
+        size += len(parsed[i][3]) + 1
         if size > max_chars and keep:
             break
         keep.append(i)
-    text = "\n".join(parsed[i][1] for i in sorted(keep))
+    text = "\n".join(parsed[i][3] for i in sorted(keep))
     if len(keep) < len(wanted):
         text += f"\n[… {len(wanted) - len(keep)} more lines cut]"
     return text if len(text) <= max_chars + 40 else text[:max_chars] + "\n[… caption cut]"

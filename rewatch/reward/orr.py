@@ -154,6 +154,9 @@ def normalize_options(options: Any) -> dict[str, str] | None:
     list (lettered A, B, …)."""
     if not options:
         return None
+    if isinstance(options, dict) and all(
+            type(k) is str and type(v) is str and k == k.strip() for k, v in options.items()):
+        return options  # already {letter: text}: the common case, no copy
     if isinstance(options, Mapping):
         out = {str(k).strip(): str(v) for k, v in options.items() if v is not None}
     elif isinstance(options, (list, tuple)):
