@@ -126,3 +126,18 @@ async def test_refused_connection_and_non_json_are_transport_errors() -> None:
 def test_only_plain_http() -> None:
     with pytest.raises(ValueError, match="plain http"):
         JSONClient("https://api.example.com/v1")
+
+
+def test_a_proxied_host_goes_through_the_sdk(monkeypatch) -> None:
+    from rewatch.models.openai_compat import OpenAIChatModel
+
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:3128")
+    monkeypatch.setenv("no_proxy", "localhost")
+    assert OpenAIChatModel("m", "http://10.1.2.3:8000/v1")._http is None  # the SDK (proxy)
+    assert OpenAIChatModel("m", "http://localhost:8000/v1")._http is not None
+    assert OpenAIChatModel("m", "http://127.0.0.1:8000/v1")._http is not None  # loopback
+    monkeypatch.setenv("no_proxy", "10.1.2.3")
+    assert OpenAIChatModel("m", "http://10.1.2.3:8000/v1")._http is not None
+    monkeypatch.delenv("http_proxy")
+    assert OpenAIChatModel("m", "http://10.1.2.3:8000/v1")._http is not None
+    assert OpenAIChatModel("m", "https://api.example.com/v1")._http is None

@@ -51,6 +51,18 @@ def backoff_s(retry: int, base: float = 0.25, cap: float = 20.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** retry))
 
 
+def _proxied(url: str) -> bool:
+    """Whether the environment sends plain-http requests to this URL's host through a proxy
+    (the SDK honours that; the lean client does not speak to proxies)."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return False  # loopback is never proxied
+    return "http" in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
+
+
 def _retryable(e: BaseException) -> bool:
     # A server that rejects response_format answers 400, 422 or even 500 (llama.cpp server):
     # that is not transient, so it goes to the fallback below instead of the retry loop.
@@ -76,8 +88,9 @@ class OpenAIChatModel(BaseChatModel):
     jittered exponential backoff, at most `max_retries` per chat() call; structured output by
     `response_format` JSON schema, or by parse-validate-reask.
 
-    `transport`: "auto" sends plain-http requests with the lean `JSONClient` and https ones
-    with the openai SDK (TLS, proxies); "sdk" always uses the SDK."""
+    `transport`: "auto" sends plain-http requests with the lean `JSONClient` (unless an
+    http proxy applies to the host) and https ones with the openai SDK (TLS, proxies); "sdk"
+    always uses the SDK."""
 
     def __init__(
         self,
@@ -109,7 +122,7 @@ class OpenAIChatModel(BaseChatModel):
             raise ValueError(f"transport must be auto or sdk, not {transport!r}")
         self._http: JSONClient | None = None
         self._client: openai.AsyncOpenAI | None = None
-        if transport == "auto" and base_url.startswith("http://"):
+        if transport == "auto" and base_url.startswith("http://") and not _proxied(base_url):
             self._http = JSONClient(base_url, headers={"Authorization": f"Bearer {api_key}"},
                                     timeout_s=timeout_s)
         else:
