@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import threading
+import time
 
 import pytest
 
@@ -19,10 +21,12 @@ class RawServer:
     """Answers each request on a connection with the next of `replies` (raw bytes, or a
     function of the request number); counts connections and requests."""
 
-    def __init__(self, *replies, close_after: int | None = None, delay_s: float = 0.0):
+    def __init__(self, *replies, close_after: int | None = None, delay_s: float = 0.0,
+                 idle_s: float | None = None):
         self.replies = replies
         self.close_after = close_after  # close each connection after this many requests
         self.delay_s = delay_s
+        self.idle_s = idle_s  # close a connection idle this long (a server's keep-alive timeout)
         self.connections = 0
         self.requests: list[bytes] = []
 
@@ -31,7 +35,7 @@ class RawServer:
         served = 0
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_s)
                 length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                                   if line.lower().startswith(b"content-length")))
                 self.requests.append(head + await reader.readexactly(length))
@@ -43,17 +47,30 @@ class RawServer:
                 if (self.close_after is not None and served >= self.close_after) or \
                         b"connection: close" in reply.lower():
                     break
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
         writer.close()
 
     async def __aenter__(self) -> str:
-        self._srv = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        # its own loop in its own thread: a client blocking its loop does not block the server
+        started = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            self._srv = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            started.set()
+
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(serve(), self._loop)
+        assert started.wait(10)
         port = self._srv.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}/v1"
 
     async def __aexit__(self, *exc: object) -> None:
-        self._srv.close()
+        self._loop.call_soon_threadsafe(self._srv.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
 
 def http(body: bytes, status: str = "200 OK", *headers: str) -> bytes:
@@ -87,6 +104,21 @@ async def test_a_connection_the_server_closed_is_replaced_without_error() -> Non
             assert await client.post_json("/chat/completions", {}) == REPLY
             await asyncio.sleep(0.05)  # the close reaches the client's idle connection
     assert len(server.requests) == 3 and server.connections == 3
+
+
+async def test_idle_connections_the_server_timed_out_are_not_used_twice() -> None:
+    # three pooled connections go idle; the server closes all three (its keep-alive timeout)
+    # while the client's loop is busy, so the client has not yet seen the FINs: the request
+    # takes a dead connection, and its one resend must go on a new connection, not another
+    # dead one from the pool
+    server = RawServer(http(BODY, "200 OK"), delay_s=0.05, idle_s=0.2)
+    async with server as url:
+        client = JSONClient(url)
+        await asyncio.gather(*(client.post_json("/chat/completions", {}) for _ in range(3)))
+        assert server.connections == 3 and len(client._idle) == 3
+        time.sleep(0.5)  # blocks the loop: the closes arrive unseen
+        assert await client.post_json("/chat/completions", {}) == REPLY
+    assert server.connections == 4 and len(server.requests) == 4
 
 
 @pytest.mark.parametrize("reply", [

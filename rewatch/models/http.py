@@ -81,8 +81,9 @@ class JSONClient:
         if loop is not self._loop:  # connections belong to the loop that opened them
             self._idle, self._loop = [], loop
         for attempt in (1, 2):
-            reused = bool(self._idle)
-            reader, writer = self._idle.pop() if reused else await self._open()
+            conn = self._take_idle() if attempt == 1 else None
+            reused = conn is not None
+            reader, writer = conn if conn is not None else await self._open()
             got_reply = False
             try:
                 writer.write(request)
@@ -92,8 +93,9 @@ class JSONClient:
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                     ValueError) as e:
                 writer.close()
-                # a kept-alive connection the server had closed: send it again on a new one
-                if reused and not got_reply and attempt == 1:
+                # a kept-alive connection the server closed as we sent (its idle timeout):
+                # send it again, once, on a new connection
+                if reused and not got_reply:
                     continue
                 raise TransportError(f"{self.host}:{self.port}: {type(e).__name__}: {e}") from e
             except BaseException:  # cancelled or timed out mid-reply: the connection is spent
@@ -111,6 +113,15 @@ class JSONClient:
                 data = zlib.decompress(data, 47 if encoding == "gzip" else 15)
             return status, data
         raise AssertionError("unreachable")
+
+    def _take_idle(self) -> _Conn | None:
+        """The most recently used idle connection the server has not closed, if any."""
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if not reader.at_eof() and not writer.is_closing():
+                return reader, writer
+            writer.close()
+        return None
 
     async def _open(self) -> _Conn:
         try:
