@@ -14,7 +14,7 @@ from typing import Any
 
 from rewatch.models.base import BaseChatModel, ContextLengthError, Message, ModelError, Usage
 from rewatch.models.cache import ResponseCache, file_digest
-from rewatch.models.packaged import DEFAULT_LLM, model_file
+from rewatch.models.packaged import DEFAULT_LLM, model_file, verified_sha256
 
 
 def smollm2_path() -> Path:
@@ -79,7 +79,9 @@ class EmbeddedChatModel(BaseChatModel):
         """The weights file's sha256: another GGUF under the same name, or the same path
         overwritten, is another model (hashed once per file version, in a thread)."""
         if self._identity is None:
-            digest = await asyncio.to_thread(file_digest, self.model_path, self.cache)
+            # a packaged model joined at setup carries its checked hash: no 1 GB read
+            digest = verified_sha256(self.model_path) or await asyncio.to_thread(
+                file_digest, self.model_path, self.cache)
             self._identity = f"embedded:sha256:{digest}"
         return self._identity
 
