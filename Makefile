@@ -47,7 +47,7 @@ test: $(STAMP)
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
-	$(BIN)/ruff check rewatch tests bench
+	$(BIN)/ruff check rewatch tests
 	$(BIN)/mypy rewatch
 
 bench: $(STAMP)

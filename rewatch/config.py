@@ -165,7 +165,6 @@ class RewardConfig(Section):
     w_obs: float = 1.0
     w_rea: float = 1.0
     w_fmt: float = 1.0
-    judge_retries: int = Field(1, ge=0)  # on top of the model's own transport retries
     max_steps: int = Field(32, ge=1)  # more action/observation pairs: format problem, r_obs 0
     max_chars: int = Field(32_000, ge=1)  # longer responses are a format problem
     max_observation_chars: int = Field(1000, ge=1)  # longer: unsupported without a call

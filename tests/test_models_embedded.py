@@ -73,3 +73,31 @@ async def test_rewatch_serve_exposes_the_embedded_model_over_http(embedded_serve
     assert m.mode == "json_object"
     assert reply.usage.completion_tokens > 3
     await m.aclose()
+
+
+def test_the_model_is_closed_before_interpreter_shutdown(tmp_path):
+    # llama_cpp's Llama.__del__ during interpreter shutdown prints "TypeError: 'NoneType' object
+    # is not callable"; rewatch closes loaded models at exit, before shutdown begins
+    script = tmp_path / "use_model.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from rewatch.models import local\n"
+        "m = local.EmbeddedChatModel('smollm2-135m', n_ctx=256)\n"
+        "asyncio.run(m.chat([{'role': 'user', 'content': 'Say hi'}], max_tokens=2))\n"
+        "llama = next(iter(local._LOADED.values()))\n"
+        "close = llama.close\n"
+        "def closing():\n"
+        "    print('closed, finalizing=%s' % sys.is_finalizing(), file=sys.stderr)\n"
+        "    close()\n"
+        "llama.close = closing\n"
+        "del llama\n")
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "closed, finalizing=False" in out.stderr
+    assert "Exception ignored" not in out.stderr and "TypeError" not in out.stderr

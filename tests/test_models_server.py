@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import socket
+import sys
 
 import pytest
 from PIL import Image
@@ -28,8 +29,19 @@ GOOD = '{"supported": true, "reason": "line 00:03 says so"}'
 Q = [{"role": "user", "content": "Is the red ball seen at 00:03?"}]
 
 
+TRANSPORT = "auto"
+
+
+@pytest.fixture(autouse=True, params=["auto", "sdk"])
+def transport(request, monkeypatch):
+    """Every test runs on both transports: the lean client (plain http) and the openai SDK
+    (what https endpoints use)."""
+    monkeypatch.setattr(sys.modules[__name__], "TRANSPORT", request.param)
+    return request.param
+
+
 def model_for(srv: ScriptedTestServer, **kw) -> OpenAIChatModel:
-    return OpenAIChatModel("scripted", srv.base_url, **kw)
+    return OpenAIChatModel("scripted", srv.base_url, transport=TRANSPORT, **kw)
 
 
 async def test_structured_reply_uses_response_format_json_schema():
@@ -63,7 +75,7 @@ async def test_unreachable_server_says_so():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again before we call
-    m = OpenAIChatModel("x", f"http://127.0.0.1:{port}/v1", max_retries=1)
+    m = OpenAIChatModel("x", f"http://127.0.0.1:{port}/v1", max_retries=1, transport=TRANSPORT)
     with pytest.raises(ModelError, match="reachable"):
         await m.chat(Q)
 
@@ -133,14 +145,28 @@ async def test_cache_answers_identical_requests_without_a_server_call(tmp_path):
         a = await m.chat(Q, schema=Verdict)
         b = await m.chat(Q, schema=Verdict)
         c = await m.chat(Q, schema=Verdict, temperature=0.7)  # other params: a new request
-    assert a.parsed == b.parsed and b.cached and not a.cached
-    assert len(srv.requests) == 2 and m.stats["cache_hits"] == 1
-    # a new process (new cache object on the same file) still hits
-    with ScriptedTestServer(GOOD) as srv2:
-        m2 = model_for(srv2, cache=ResponseCache(tmp_path / "cache.sqlite"))
+        assert a.parsed == b.parsed and b.cached and not a.cached
+        assert len(srv.requests) == 2 and m.stats["cache_hits"] == 1
+        # a new process (new cache object on the same file, same server) still hits
+        m2 = model_for(srv, cache=ResponseCache(tmp_path / "cache.sqlite"))
         assert (await m2.chat(Q, schema=Verdict)).cached
-        assert len(srv2.requests) == 0
+        assert len(srv.requests) == 2
     assert c.parsed is not None
+
+
+async def test_same_model_name_on_another_server_is_not_replayed(tmp_path):
+    # the cache keys on base_url + served model, not on the name in the config
+    with ScriptedTestServer(GOOD) as srv:
+        first = await model_for(srv, cache=ResponseCache(tmp_path / "c.sqlite")).chat(Q)
+    other = '{"supported": false, "reason": "another model"}'
+    with ScriptedTestServer(other) as srv2:
+        m = model_for(srv2, cache=ResponseCache(tmp_path / "c.sqlite"))
+        again = await m.chat(Q)
+        assert len(srv2.requests) == 1 and not again.cached and again.text == other
+        served = OpenAIChatModel("other-served-name", srv2.base_url,
+                                 cache=ResponseCache(tmp_path / "c.sqlite"))
+        assert not (await served.chat(Q)).cached and len(srv2.requests) == 2
+    assert first.text == GOOD and m.name == "openai:scripted"
 
 
 async def test_image_parts_reach_the_server_as_base64_jpeg():
@@ -162,7 +188,7 @@ async def test_api_key_never_reaches_the_logs(monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     with ScriptedTestServer(GOOD, error_rate=1.0) as srv:
         m = OpenAIChatModel("scripted", srv.base_url, api_key_env="REWATCH_TEST_KEY",
-                            max_retries=1)
+                            max_retries=1, transport=TRANSPORT)
         with pytest.raises(ModelError) as e:
             await m.chat(Q)
     assert "sk-very-secret" not in caplog.text and "sk-very-secret" not in str(e.value)

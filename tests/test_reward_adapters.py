@@ -84,8 +84,8 @@ def test_verl_failure_policy(tmp_path: Path) -> None:
     dead = judge_config(tmp_path / "dead.yaml", "http://127.0.0.1:9/v1")
     out = compute_score("rewatch", good(), "B", verl_record()["extra_info"], config=dead)
     assert out["judge_failed"] == 1.0 and out["score"] == 2.0  # w_acc·r_acc + w_fmt·r_fmt
-    strict = ORReward(RewardJudge(OpenAIChatModel("x", "http://127.0.0.1:9/v1", max_retries=0),
-                                  retries=0), on_judge_failure="raise")
+    strict = ORReward(RewardJudge(OpenAIChatModel("x", "http://127.0.0.1:9/v1", max_retries=0)),
+                      on_judge_failure="raise")
     with pytest.raises(RuntimeError, match="judge failed"):
         strict.verl_dict(strict.score_batch([{"response": good(), "answer": "B",
                                               "caption": CAPTION, "question": QUESTION}])[0])

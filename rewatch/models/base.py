@@ -1,7 +1,13 @@
-"""The ChatModel protocol and the part every backend shares: cache, schema validation, retries."""
+"""The ChatModel protocol and the part every backend shares: cache, schema validation, re-asks.
+
+Retries have one owner per layer (docs/models.md): the backend retries transport failures within
+a per-call budget, `BaseChatModel.chat` re-asks replies that do not fit the schema, and callers
+(the reward judge, the stages) do not retry a call that raised.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -106,6 +112,13 @@ class BaseChatModel:
         self.schema_retries = schema_retries
         self.cache = cache
         self.stats: Counter[str] = Counter()
+        # identical requests in flight at once are sent once (a GRPO group repeats steps)
+        self._inflight: dict[str, asyncio.Future[Reply]] = {}
+
+    async def cache_identity(self) -> str:
+        """What the response cache keys this model's replies on. `name` is only a label; a
+        backend names what actually answers (the weights file, the server and its model)."""
+        return self.name
 
     async def _complete(
         self,
@@ -131,7 +144,8 @@ class BaseChatModel:
         max_tokens = self.max_tokens if max_tokens is None else max_tokens
         seed = self.seed if seed is None else seed
         schema_json = json_schema_of(schema) if schema is not None else None
-        key = request_key(self.name, messages, schema_json, temperature, max_tokens, seed)
+        identity = await self.cache_identity() if self.cache is not None else self.name
+        key = request_key(identity, messages, schema_json, temperature, max_tokens, seed)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -139,16 +153,49 @@ class BaseChatModel:
                 text, cached_usage = hit
                 parsed = parse_reply(text, schema) if schema is not None else None
                 return Reply(text, parsed, Usage(**cached_usage), self.name, cached=True)
+        while (pending := self._inflight.get(key)) is not None:
+            try:
+                first = await asyncio.shield(pending)  # its error, if any, is ours too
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if not pending.cancelled() or (me is not None and me.cancelling()):
+                    raise
+                continue  # the caller that sent it was cancelled, not this one: look again
+            self.stats["coalesced"] += 1
+            return Reply(first.text, first.parsed, first.usage, self.name, cached=True)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            reply = await self._ask(messages, schema, schema_json, temperature, max_tokens, seed)
+        except BaseException as e:
+            if not isinstance(e, asyncio.CancelledError):
+                future.set_exception(e)
+                future.exception()  # retrieved here: no "never retrieved" warning if unshared
+            else:
+                future.cancel()
+            raise
+        else:
+            future.set_result(reply)
+        finally:
+            del self._inflight[key]
+        if self.cache is not None:
+            self.cache.put(key, self.name, reply.text, reply.usage.__dict__)
+        return reply
 
+    async def _ask(self, messages: list[Message], schema: type[BaseModel] | None,
+                   schema_json: dict[str, Any] | None, temperature: float, max_tokens: int,
+                   seed: int) -> Reply:
+        """One request, then a re-ask with the validation error while the reply does not fit
+        (`schema_retries` times): the schema layer's only retry."""
         convo = list(messages)
         total = Usage()
+        parsed: Any = None
         for attempt in range(self.schema_retries + 1):
             self.stats["calls"] += 1
             text, usage = await self._complete(convo, schema_json, temperature, max_tokens, seed)
             total.prompt_tokens += usage.prompt_tokens
             total.completion_tokens += usage.completion_tokens
             if schema is None:
-                parsed = None
                 break
             try:
                 parsed = parse_reply(text, schema)
@@ -158,6 +205,7 @@ class BaseChatModel:
                 log.info("%s: reply does not fit %s (attempt %d): %s", self.name,
                          schema.__name__, attempt + 1, str(e)[:200])
                 if attempt == self.schema_retries:
+                    self.stats["errors"] += 1
                     raise SchemaError(
                         f"{self.name}: reply did not fit schema {schema.__name__} after "
                         f"{attempt + 1} attempts; last reply {text[:200]!r}; error: {str(e)[:300]}"
@@ -174,8 +222,6 @@ class BaseChatModel:
                         + json.dumps(schema_json),
                     },
                 ]
-        if self.cache is not None:
-            self.cache.put(key, self.name, text, total.__dict__)
         return Reply(text, parsed, total, self.name)
 
     async def aclose(self) -> None:

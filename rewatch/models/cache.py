@@ -1,4 +1,8 @@
-"""SQLite response cache keyed by a hash of (model, messages, schema, sampling params)."""
+"""SQLite response cache keyed by a hash of (model identity, messages, schema, sampling params).
+
+The model identity is what answers, not its name in the config: a weights file's sha256 for the
+embedded backend, the base URL and served model for a server (`ChatModel.cache_identity`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,27 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGEST_LOCK = threading.Lock()
+
+
+def file_digest(path: str | Path, cache: ResponseCache | None = None) -> str:
+    """The sha256 of a file (a model's weights), hashed once per (path, size, mtime): memoised in
+    the process and, with `cache`, in its database, so a rerun does not read 1 GB again."""
+    p = Path(path).resolve()
+    st = p.stat()
+    memo = (str(p), st.st_size, st.st_mtime_ns)
+    with _DIGEST_LOCK:  # concurrent first calls hash the file once
+        if memo not in _DIGESTS:
+            digest = cache.known_digest(*memo) if cache is not None else None
+            if digest is None:
+                with open(p, "rb") as f:
+                    digest = hashlib.file_digest(f, "sha256").hexdigest()
+                if cache is not None:
+                    cache.remember_digest(*memo, digest)
+            _DIGESTS[memo] = digest
+        return _DIGESTS[memo]
 
 
 def request_key(model: str, messages: Any, schema: Any, temperature: float, max_tokens: int,
@@ -34,6 +59,10 @@ class ResponseCache:
             "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, text TEXT,"
             " usage TEXT, created REAL)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS files (path TEXT, size INTEGER, mtime_ns INTEGER,"
+            " sha256 TEXT, PRIMARY KEY (path, size, mtime_ns))"
+        )
         self._db.commit()
 
     def get(self, key: str) -> tuple[str, dict[str, int]] | None:
@@ -47,6 +76,19 @@ class ResponseCache:
                 "INSERT OR REPLACE INTO replies VALUES (?,?,?,?,?)",
                 (key, model, text, json.dumps(usage), time.time()),
             )
+            self._db.commit()
+
+    def known_digest(self, path: str, size: int, mtime_ns: int) -> str | None:
+        """A file digest recorded by `file_digest` for this exact (path, size, mtime)."""
+        with self._lock:
+            row = self._db.execute("SELECT sha256 FROM files WHERE path=? AND size=? AND "
+                                   "mtime_ns=?", (path, size, mtime_ns)).fetchone()
+        return row[0] if row else None
+
+    def remember_digest(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?)",
+                             (path, size, mtime_ns, digest))
             self._db.commit()
 
     def __len__(self) -> int:

@@ -5,6 +5,7 @@ one worker thread so the event loop never blocks."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from rewatch.models.base import BaseChatModel, ContextLengthError, Message, ModelError, Usage
-from rewatch.models.cache import ResponseCache
-from rewatch.models.packaged import DEFAULT_LLM, model_file
+from rewatch.models.cache import ResponseCache, file_digest
+from rewatch.models.packaged import DEFAULT_LLM, model_file, verified_sha256
 
 
 def smollm2_path() -> Path:
@@ -41,6 +42,18 @@ def load_llama(path: str | Path, n_ctx: int = 4096, n_threads: int | None = None
         return _LOADED[key]
 
 
+@atexit.register
+def close_all() -> None:
+    """Free every loaded model. Registered at exit because llama_cpp's own `Llama.__del__` runs
+    during interpreter shutdown, after its module globals are gone, and prints "TypeError:
+    'NoneType' object is not callable" tracebacks."""
+    with _LOAD_LOCK:
+        models = list(_LOADED.values())
+        _LOADED.clear()
+    for llama in models:
+        llama.close()
+
+
 class EmbeddedChatModel(BaseChatModel):
     """llama.cpp in-process. Image parts are refused: this is a text model."""
 
@@ -60,6 +73,17 @@ class EmbeddedChatModel(BaseChatModel):
         self.model_path = Path(model_path) if model_path else model_file(model)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
+        self._identity: str | None = None
+
+    async def cache_identity(self) -> str:
+        """The weights file's sha256: another GGUF under the same name, or the same path
+        overwritten, is another model (hashed once per file version, in a thread)."""
+        if self._identity is None:
+            # a packaged model joined at setup carries its checked hash: no 1 GB read
+            digest = verified_sha256(self.model_path) or await asyncio.to_thread(
+                file_digest, self.model_path, self.cache)
+            self._identity = f"embedded:sha256:{digest}"
+        return self._identity
 
     @property
     def llama(self) -> Any:

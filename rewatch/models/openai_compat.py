@@ -6,20 +6,24 @@ import asyncio
 import json
 import logging
 import os
+import random
+from contextvars import ContextVar
 from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletion
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from pydantic import BaseModel
 
-from rewatch.models.base import BaseChatModel, ContextLengthError, Message, ModelError, Usage
+from rewatch.models.base import (
+    BaseChatModel,
+    ContextLengthError,
+    Message,
+    ModelError,
+    Reply,
+    Usage,
+)
 from rewatch.models.cache import ResponseCache
+from rewatch.models.http import HTTPStatusError, JSONClient, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +40,40 @@ RETRYABLE = (
 FALLBACK = {"json_schema": "json_object", "json_object": "parse"}
 
 
+# The transport retries left to the chat() call in progress: one budget per call, shared by its
+# schema re-asks, so the two layers add up (1 + schema_retries + max_retries requests at most)
+# instead of multiplying.
+_RETRY_BUDGET: ContextVar[list[int] | None] = ContextVar("transport_retry_budget", default=None)
+
+
+def backoff_s(retry: int, base: float = 0.25, cap: float = 20.0) -> float:
+    """Full-jitter exponential backoff before transport retry number `retry` (1, 2, ...)."""
+    return random.uniform(0, min(cap, base * 2 ** retry))
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment sends plain-http requests to this URL's host through a proxy
+    (the SDK honours that; the lean client does not speak to proxies)."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return False  # loopback is never proxied
+    return "http" in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
+
+
 def _retryable(e: BaseException) -> bool:
     # A server that rejects response_format answers 400, 422 or even 500 (llama.cpp server):
     # that is not transient, so it goes to the fallback below instead of the retry loop.
-    return isinstance(e, RETRYABLE) and not _mentions_response_format(e)
+    if _mentions_response_format(e):
+        return False
+    if isinstance(e, HTTPStatusError):
+        return e.status_code in (408, 429) or e.status_code >= 500
+    return isinstance(e, (*RETRYABLE, TransportError))
 
 
-def _is_context_error(e: openai.APIStatusError) -> bool:
+def _is_context_error(e: openai.APIStatusError | HTTPStatusError) -> bool:
     msg = str(e).lower()
     return "context" in msg and ("length" in msg or "window" in msg or "exceed" in msg)
 
@@ -53,8 +84,13 @@ def _mentions_response_format(e: BaseException) -> bool:
 
 
 class OpenAIChatModel(BaseChatModel):
-    """Bounded concurrency, retries with jittered exponential backoff on timeouts, 429 and 5xx,
-    structured output by `response_format` JSON schema, or by parse-validate-reask."""
+    """Bounded concurrency; transport retries (timeouts, connection errors, 429, 5xx) with
+    jittered exponential backoff, at most `max_retries` per chat() call; structured output by
+    `response_format` JSON schema, or by parse-validate-reask.
+
+    `transport`: "auto" sends plain-http requests with the lean `JSONClient` (unless an
+    http proxy applies to the host) and https ones with the openai SDK (TLS, proxies); "sdk"
+    always uses the SDK."""
 
     def __init__(
         self,
@@ -65,7 +101,9 @@ class OpenAIChatModel(BaseChatModel):
         concurrency: int = 8,
         timeout_s: float = 120.0,
         max_retries: int = 4,
+        retry_backoff_s: float = 0.25,
         structured: str = "auto",
+        transport: str = "auto",
         cache: ResponseCache | None = None,
         **kw: Any,
     ):
@@ -74,21 +112,47 @@ class OpenAIChatModel(BaseChatModel):
         self.base_url = base_url
         self.concurrency = concurrency
         self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s  # base of the jittered exponential backoff
         self.structured = structured
         # the structured-output mode in use; "auto" starts with json_schema and falls back
         self.mode = "json_schema" if structured == "auto" else structured
         # The key is read here and handed to the client; it is never logged or stored.
-        self._client = openai.AsyncOpenAI(
-            base_url=base_url,
-            api_key=os.environ.get(api_key_env) or "EMPTY",
-            timeout=timeout_s,
-            max_retries=0,  # tenacity below owns retries, so they are counted
-        )
+        api_key = os.environ.get(api_key_env) or "EMPTY"
+        if transport not in ("auto", "sdk"):
+            raise ValueError(f"transport must be auto or sdk, not {transport!r}")
+        self._http: JSONClient | None = None
+        self._client: openai.AsyncOpenAI | None = None
+        if transport == "auto" and base_url.startswith("http://") and not _proxied(base_url):
+            self._http = JSONClient(base_url, headers={"Authorization": f"Bearer {api_key}"},
+                                    timeout_s=timeout_s)
+        else:
+            self._client = openai.AsyncOpenAI(
+                base_url=base_url, api_key=api_key, timeout=timeout_s,
+                max_retries=0,  # _send owns transport retries, so they are counted and bounded
+            )
         self._sem: asyncio.Semaphore | None = None
+        self._sem_loop: asyncio.AbstractEventLoop | None = None
+
+    async def cache_identity(self) -> str:
+        """The server and the model it serves: the same name on another server is another
+        model."""
+        return f"openai:{self.base_url.rstrip('/')}#{self.model}"
+
+    async def chat(self, messages: list[Message], *, schema: type[BaseModel] | None = None,
+                   temperature: float | None = None, max_tokens: int | None = None,
+                   seed: int | None = None) -> Reply:
+        """As `BaseChatModel.chat`, with one transport retry budget for the whole call."""
+        token = _RETRY_BUDGET.set([self.max_retries])
+        try:
+            return await super().chat(messages, schema=schema, temperature=temperature,
+                                      max_tokens=max_tokens, seed=seed)
+        finally:
+            _RETRY_BUDGET.reset(token)
 
     def _semaphore(self) -> asyncio.Semaphore:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.concurrency)
+        loop = asyncio.get_running_loop()  # a semaphore belongs to one event loop
+        if self._sem is None or self._sem_loop is not loop:
+            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
         return self._sem
 
     async def _complete(
@@ -119,7 +183,7 @@ class OpenAIChatModel(BaseChatModel):
             }
         try:
             return await self._send(params)
-        except openai.APIStatusError as e:
+        except (openai.APIStatusError, HTTPStatusError) as e:
             if _is_context_error(e):
                 raise ContextLengthError(
                     f"{self.name}: request exceeds the model's context window; shorten the "
@@ -127,6 +191,7 @@ class OpenAIChatModel(BaseChatModel):
                 ) from e
             refused = _mentions_response_format(e) or e.status_code in (400, 422)
             if self.structured == "auto" and mode in FALLBACK and refused:
+                self.stats["structured_fallbacks"] += 1
                 self.mode = FALLBACK[mode]
                 log.warning("%s: server refused response_format %s; falling back to %s",
                             self.name, mode, self.mode)
@@ -134,41 +199,58 @@ class OpenAIChatModel(BaseChatModel):
             raise ModelError(f"{self.name}: server rejected the request: {e}") from e
 
     async def _send(self, params: dict[str, Any]) -> tuple[str, Usage]:
-        async with self._semaphore():
+        budget = _RETRY_BUDGET.get() or [self.max_retries]
+        attempts = 0
+        while True:
+            attempts += 1
+            self.stats["requests"] += 1
             try:
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(self.max_retries + 1),
-                    wait=wait_random_exponential(multiplier=0.25, max=20),
-                    retry=retry_if_exception(_retryable),
-                    reraise=False,
-                ):
-                    with attempt:
-                        if attempt.retry_state.attempt_number > 1:
-                            self.stats["transport_retries"] += 1
-                        # the client's generic post: same errors and transport, without the
-                        # SDK's per-call TypedDict transform (~0.7 ms a request)
-                        resp = await self._client.post("/chat/completions", body=params,
-                                                       cast_to=ChatCompletion)
-            except RetryError as e:
-                self.stats["errors"] += 1
-                cause = e.last_attempt.exception()
-                raise ModelError(
-                    f"{self.name}: no good reply from {self.base_url} after "
-                    f"{self.max_retries + 1} attempts ({type(cause).__name__}: {cause}); "
-                    "is the server running and reachable?"
-                ) from cause
-            except openai.AuthenticationError as e:
-                raise ModelError(f"{self.name}: the server refused the API key: {e}") from e
+                async with self._semaphore():
+                    return await self._post(params)
+            except Exception as e:
+                if isinstance(e, openai.AuthenticationError) or (
+                        isinstance(e, HTTPStatusError) and e.status_code == 401):
+                    self.stats["errors"] += 1
+                    raise ModelError(f"{self.name}: the server refused the API key: "
+                                     f"{str(e)[:300]}") from e
+                if not _retryable(e):
+                    raise
+                if budget[0] <= 0:
+                    self.stats["errors"] += 1
+                    raise ModelError(
+                        f"{self.name}: no good reply from {self.base_url} after {attempts} "
+                        f"attempts ({type(e).__name__}: {e}); is the server running and "
+                        "reachable?") from e
+                budget[0] -= 1
+                self.stats["transport_retries"] += 1
+                await asyncio.sleep(backoff_s(attempts, self.retry_backoff_s))
+
+    async def _post(self, params: dict[str, Any]) -> tuple[str, Usage]:
+        """One request: the reply's text and token usage."""
+        if self._http is not None:
+            data = await self._http.post_json("/chat/completions", params)
+            choices = data.get("choices") if isinstance(data, dict) else None
+            if not choices:
+                raise ModelError(f"{self.name}: reply without choices: {str(data)[:200]}")
+            text = (choices[0].get("message") or {}).get("content") or ""
+            u = data.get("usage") or {}
+            return text, Usage(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0)
+        assert self._client is not None
+        # the client's generic post: same errors and transport, without the SDK's per-call
+        # TypedDict transform (~0.7 ms a request)
+        resp = await self._client.post("/chat/completions", body=params, cast_to=ChatCompletion)
         if not resp.choices:
             raise ModelError(f"{self.name}: reply without choices")
-        text = resp.choices[0].message.content or ""
         usage = Usage()
         if resp.usage is not None:
             usage = Usage(resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)
-        return text, usage
+        return resp.choices[0].message.content or "", usage
 
     async def aclose(self) -> None:
-        await self._client.close()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._client is not None:
+            await self._client.close()
 
 
 def _with_schema_instruction(messages: list[Message], schema_json: dict[str, Any]) -> list[Message]:

@@ -158,6 +158,14 @@ def _verified(path: Path) -> bool:
     return bool(rec.get("sha256")) and all(rec.get(k) == v for k, v in _identity(path).items())
 
 
+def verified_sha256(path: Path) -> str | None:
+    """The sha256 recorded when `path` was joined and checked at setup, if it is still that
+    file (same size and mtime); else None."""
+    if not _verified(path):
+        return None
+    return str(json.loads(_stamp(path).read_text())["sha256"])
+
+
 def model_file(name: str, cache_dir: Path | None = None) -> Path:
     """The GGUF file of a packaged model, checked; a chunked model must have been set up."""
     if name not in MODELS:

@@ -54,7 +54,8 @@ class Models:
         return self._built[name]
 
     def stats(self) -> dict[str, Counter[str]]:
-        """Per-model counters: calls, cache_hits, schema_failures, transport_retries, errors."""
+        """Per-model counters: requests, calls, cache_hits, coalesced, schema_failures,
+        schema_retries, transport_retries, structured_fallbacks, errors (docs/models.md)."""
         return {name: m.stats for name, m in self._built.items()}
 
     async def aclose(self) -> None:

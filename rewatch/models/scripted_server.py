@@ -97,8 +97,10 @@ class ScriptedTestServer:
             self.failed += 1
             return JSONResponse({"error": {"message": "scripted failure", "type": "server_error"}},
                                 status_code=self.error_status)
-        # a responder may be slow (e.g. a real model): keep the server's loop free meanwhile
-        text = await asyncio.to_thread(self._answer, body)
+        # a responder function may be slow (e.g. a real model): keep the server's loop free
+        # meanwhile; a string or a table is answered inline (a thread hop costs more than it)
+        text = (await asyncio.to_thread(self._answer, body) if callable(self.reply)
+                else self._answer(body))
         if self._rng.random() < self.malformed_rate:
             text = "{not json" + text[:10]
         self.served += 1

@@ -16,4 +16,13 @@ def serve_embedded(host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096,
                           n_ctx=n_ctx, verbose=False)
     app = create_app(server_settings=ServerSettings(host=host, port=port),
                      model_settings=[model])
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        # free the server's model before interpreter shutdown (see local.close_all)
+        from llama_cpp.server import app as server_app
+
+        proxy = server_app._llama_proxy
+        current = getattr(proxy, "_current_model", None)
+        if current is not None:
+            current.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from typing import Literal
 
 AnswerKind = Literal["choice", "count", "free"]
@@ -43,14 +44,49 @@ def answer_kind(ground_truth: str, options: dict[str, str] | None = None) -> Ans
     return "free"
 
 
-def _truth_letter(truth: str) -> str | None:
+def option_text(letter: str, text: str) -> str:
+    """An option's own text, normalised for comparison, without a copy of its own letter in
+    front (Video-R1-style options are written "C. twice")."""
+    m = _CHOICE.fullmatch(text.strip())
+    if m and m.group(1) == letter and m.group(2).strip():
+        text = m.group(2)
+    return _norm(text)
+
+
+@lru_cache(maxsize=4096)
+def _option_table(items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    # a GRPO batch scores many responses against the same options: normalise them once
+    return tuple((k, option_text(k, v)) for k, v in items)
+
+
+def _option_hits(text: str, options: dict[str, str]) -> list[str]:
+    """The letters whose option text `text` is (normalised)."""
+    t = _norm(text)
+    if not t:
+        return []
+    return [k for k, v in _option_table(tuple(options.items())) if v == t]
+
+
+def _truth_letter(truth: str, options: dict[str, str] | None = None) -> str | None:
+    """The ground truth's letter: "C", "(C)", "C. twice", or an option's text ("twice"; checked
+    first, so that "A dog" is option B when B is "A dog")."""
+    hits = _option_hits(truth, options) if options else []
+    if len(hits) == 1:
+        return hits[0]
     m = _TRUTH_LETTER.match(truth)
     return m.group(1) if m else None
 
 
 def choice_letter(answer: str, options: dict[str, str] | None = None) -> tuple[str | None, str]:
-    """The single option letter an answer names, or None and the reason it names none."""
+    """The single option letter an answer names, or None and the reason it names none.
+
+    A letter followed by its own option's text ("C. twice" when C is "twice") names C; a
+    letter followed by another option's text, by a second letter or by anything else names
+    none. Without `options` the text after a letter cannot be checked and names none."""
     text = answer.strip()
+    hits = _option_hits(text, options) if options else []
+    if len(hits) == 1:  # an option's text alone (checked first: "A dog" may be option B)
+        return hits[0], ""
     m = _CHOICE.fullmatch(text)
     if m:
         letter, rest = m.group(1), m.group(2).strip().rstrip(".")
@@ -58,15 +94,19 @@ def choice_letter(answer: str, options: dict[str, str] | None = None) -> tuple[s
             return None, f"not_an_option: {letter!r} is not one of {sorted(options)}"
         if not rest:
             return letter, ""
-        if options is not None and _norm(rest) == _norm(options[letter]):
-            return letter, ""
+        if options is not None:
+            if _norm(rest) == dict(_option_table(tuple(options.items())))[letter]:
+                return letter, ""
+            others = [k for k in _option_hits(rest, options) if k != letter]
+            if others:
+                return None, (f"other_option_text: {letter} is followed by the text of "
+                              f"option {others[0]}")
         if len(set(_LONE_LETTER.findall(text))) > 1:
             return None, "multiple_options: the answer names more than one option"
+        if options is None:
+            return None, ("extra_text: the answer has text beyond the option letter (no "
+                          "options given to check it against)")
         return None, "extra_text: the answer has text beyond the option letter"
-    if options:
-        hits = [k for k, v in options.items() if _norm(v) and _norm(text) == _norm(v)]
-        if len(hits) == 1:
-            return hits[0], ""
     if len(set(_LONE_LETTER.findall(text))) > 1 or re.fullmatch(r"[A-Z]{2,10}", text):
         return None, "multiple_options: the answer names more than one option"
     if _LOWER.fullmatch(text):
@@ -139,7 +179,7 @@ def rule_accuracy(answer: str, ground_truth: str, options: dict[str, str] | None
         letter, why = choice_letter(answer, options)
         if letter is None:
             return 0.0, why
-        return (1.0 if letter == _truth_letter(str(ground_truth)) else 0.0), ""
+        return (1.0 if letter == _truth_letter(str(ground_truth), options) else 0.0), ""
     if kind == "count":
         got, why = parse_count(answer)
         if got is None:

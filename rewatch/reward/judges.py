@@ -4,18 +4,20 @@ Each is a `ChatModel` asked with a prompt file under `reward/prompts/` and a sch
 reply, so verdicts are always `{supported: bool, reason}`; replies are cached by the model's
 `ResponseCache`. Text from the policy is untrusted: it travels as one JSON object on a `DATA:`
 line (quotes and newlines escaped, so it cannot close the data or start a new instruction).
-A call that still fails after `retries` re-tries raises `JudgeError`; the reward marks the
-sample failed instead of scoring it 0.
+A call that fails (after the model's own transport retries and schema re-asks; the judge adds
+none) raises `JudgeError`; the reward marks the sample failed instead of scoring it 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,9 +26,12 @@ from pydantic import BaseModel, Field, create_model
 from rewatch.models.base import ChatModel
 from rewatch.reward.answers import AnswerKind
 from rewatch.reward.parse import Step
+from rewatch.schema import CaptionLine, CaptionRecord
+from rewatch.synth.tools import ArgumentError, caption_index, parse_action, parse_time
 
 PROMPTS = Path(__file__).parent / "prompts"
 _CLOCK = r"\d{1,2}:\d{2}(?::\d{2})?"
+_KEYWORD = re.compile(r"^\s*(?:query|q|text|description)\s*=\s*")
 _CLOCK_RE = re.compile(rf"(?<![\d:])({_CLOCK})(?![\d:])")
 _LINE_RE = re.compile(rf"^\s*\[({_CLOCK})(?:\s*-\s*({_CLOCK}))?\]")
 
@@ -53,32 +58,82 @@ def _data_message(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
              "content": prompt(name).replace("{data}", json.dumps(data, ensure_ascii=False))}]
 
 
-def seconds(clock: str) -> float:
-    """MM:SS or HH:MM:SS as seconds."""
-    parts = [int(p) for p in clock.split(":")]
-    return float(sum(p * 60**i for i, p in enumerate(reversed(parts))))
+@lru_cache(maxsize=256)
+def _timed_lines(caption: str) -> tuple[tuple[float, float, str, str], ...]:
+    # (start, end, text, line as written); parsed once per caption text: a GRPO batch judges
+    # many steps against the same few captions
+    out = []
+    for raw in caption.splitlines():
+        m = _LINE_RE.match(raw)
+        if m is None:
+            continue
+        start = parse_time(m.group(1))
+        end = parse_time(m.group(2)) if m.group(2) else start
+        out.append((start, max(start, end), raw[m.end():].strip(), raw))
+    return tuple(out)
+
+
+def caption_lines(caption: str) -> list[tuple[CaptionLine, str]]:
+    """The timestamped lines of a C_detail text (`[MM:SS-MM:SS] text` a line), each with its
+    line as written; lines without a leading stamp are left out."""
+    return [(CaptionLine(start=a, end=b, text=t), raw) for a, b, t, raw in _timed_lines(caption)]
+
+
+def _retrieval_query(action: str) -> str | None:
+    """The query of a `segment_retrieval(...)` action, else None."""
+    try:
+        tool, arg = parse_action(action)
+    except ArgumentError:
+        return None
+    if tool != "segment_retrieval":
+        return None
+    return _KEYWORD.sub("", arg, count=1).strip().strip("'\"") or None
+
+
+def retrieved_lines(caption: str, query: str, top_k: int = 3) -> list[CaptionLine]:
+    """The C_detail lines `segment_retrieval(query)` returns: the Observer's own index
+    (`synth.tools.caption_index`, BM25 + MiniLM), built once per caption text."""
+    lines = [c for c, _raw in caption_lines(caption)]
+    if not lines:
+        return []
+    record = CaptionRecord(
+        id="reward-" + hashlib.sha256(caption.encode()).hexdigest()[:20], video_id="reward",
+        video_path="", duration=max(c.end for c in lines), detail=lines, summary="",
+        captioner="reward")
+    return caption_index(record).segment_retrieval(query, top_k).lines
 
 
 def caption_window(caption: str, action: str, *, window_s: float = 30.0,
-                   max_chars: int = 6000) -> str:
-    """The C_detail lines around the times an action names (all lines when it names none)."""
-    lines = caption.splitlines()
-    times = [seconds(t) for t in _CLOCK_RE.findall(action)]
+                   max_chars: int = 6000, top_k: int = 3) -> str:
+    """The C_detail lines a judge needs to check one step: those the action retrieves (a
+    `segment_retrieval(query)` step gets the lines the Observer's index returns for the query)
+    and those within `window_s` of the times it names. With neither, the whole caption. Cut at
+    `max_chars`, retrieved lines and the lines nearest the named times kept first."""
+    parsed = _timed_lines(caption)
+    times = [parse_time(t) for t in _CLOCK_RE.findall(action)]
+    query = _retrieval_query(action)
+    wanted: dict[int, float] = {}  # line number -> priority (lower is kept first)
+    if query is not None:
+        hits = {(c.start, c.end, c.text) for c in retrieved_lines(caption, query, top_k)}
+        wanted.update({i: -1.0 for i, (a, b, t, _raw) in enumerate(parsed) if (a, b, t) in hits})
     if times:
         lo, hi = min(times) - window_s, max(times) + window_s
-        near = []
-        for line in lines:
-            m = _LINE_RE.match(line)
-            if m is None:
-                continue
-            start = seconds(m.group(1))
-            end = seconds(m.group(2)) if m.group(2) else start
-            if end >= lo and start <= hi:
-                near.append(line)
-        if near:
-            lines = near
-    text = "\n".join(lines)
-    return text if len(text) <= max_chars else text[:max_chars] + "\n[… caption cut]"
+        for i, (a, b, _t, _raw) in enumerate(parsed):
+            if b >= lo and a <= hi:
+                wanted.setdefault(i, min(abs(t - min(max(t, a), b)) for t in times))
+    if not wanted:
+        return caption if len(caption) <= max_chars else caption[:max_chars] + "\n[… caption cut]"
+    keep: list[int] = []
+    size = 0
+    for i in sorted(wanted, key=lambda i: (wanted[i], i)):
+        size += len(parsed[i][3]) + 1
+        if size > max_chars and keep:
+            break
+        keep.append(i)
+    text = "\n".join(parsed[i][3] for i in sorted(keep))
+    if len(keep) < len(wanted):
+        text += f"\n[… {len(wanted) - len(keep)} more lines cut]"
+    return text if len(text) <= max_chars + 40 else text[:max_chars] + "\n[… caption cut]"
 
 
 @cache
@@ -102,38 +157,36 @@ class RewardJudge:
     observations are unsupported without a call (real ones are a sentence or two).
     """
 
-    def __init__(self, judge: ChatModel, infer: ChatModel | None = None, *, retries: int = 1,
+    def __init__(self, judge: ChatModel, infer: ChatModel | None = None, *,
                  window_s: float = 30.0, max_caption_chars: int = 6000,
-                 max_observation_chars: int = 1000, max_tokens: int = 128):
+                 max_observation_chars: int = 1000, max_tokens: int = 128,
+                 retrieval_top_k: int = 3):
         self.judge = judge
         self.infer = infer or judge
-        self.retries = retries
         self.window_s = window_s
         self.max_caption_chars = max_caption_chars
         self.max_observation_chars = max_observation_chars
         self.max_tokens = max_tokens
+        self.retrieval_top_k = retrieval_top_k  # as the Observer's segment_retrieval
         self.stats: Counter[str] = Counter()
 
     async def _ask(self, model: ChatModel, messages: list[dict[str, Any]],
                    schema: type[BaseModel], what: str) -> Any:
-        last: BaseException | None = None
-        for attempt in range(self.retries + 1):
-            self.stats[f"{what}_calls"] += 1
-            try:
-                reply = await model.chat(messages, schema=schema, temperature=0.0,
-                                         max_tokens=self.max_tokens)
-                if reply.cached:
-                    self.stats["cache_hits"] += 1
-                return reply.parsed
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # any backend failure marks the sample, never crashes it
-                last = e
-                self.stats["failures"] += 1
-                if attempt < self.retries:
-                    self.stats["retries"] += 1
-        raise JudgeError(f"{what} judge failed after {self.retries + 1} attempts: "
-                         f"{type(last).__name__}: {str(last)[:300]}")
+        """One judge call. It is not retried here: the model already retried transport failures
+        and re-asked replies outside the schema (one retry policy per layer, docs/models.md), so
+        a call that still fails marks the sample failed."""
+        self.stats[f"{what}_calls"] += 1
+        try:
+            reply = await model.chat(messages, schema=schema, temperature=0.0,
+                                     max_tokens=self.max_tokens)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # any backend failure marks the sample, never crashes it
+            self.stats["failures"] += 1
+            raise JudgeError(f"{what} judge failed: {type(e).__name__}: {str(e)[:300]}") from e
+        if reply.cached:
+            self.stats["cache_hits"] += 1
+        return reply.parsed
 
     async def observation_verdict(self, caption: str, action: str, observation: str) -> Verdict:
         """M_judge(C_detail, {Act, Obs}): is the observation supported at the action's time?"""
@@ -141,8 +194,12 @@ class RewardJudge:
             self.stats["observation_too_long"] += 1
             return Verdict(supported=False,
                            reason=f"observation over {self.max_observation_chars} characters")
-        excerpt = caption_window(caption, action, window_s=self.window_s,
-                                 max_chars=self.max_caption_chars)
+        window = functools.partial(caption_window, caption, action, window_s=self.window_s,
+                                   max_chars=self.max_caption_chars, top_k=self.retrieval_top_k)
+        if _retrieval_query(action) is not None:  # the index embeds lines: off the event loop
+            excerpt = await asyncio.to_thread(window)
+        else:
+            excerpt = window()
         data = {"caption_lines": excerpt, "action": action, "observation": observation}
         verdict: Verdict = await self._ask(
             self.judge, _data_message("observation_judge.md", data), Verdict, "observation")
@@ -175,8 +232,8 @@ def build_judge(cfg: Any, choice: str = "config", cache: Any = None) -> RewardJu
     from rewatch.models.registry import Models, build_model
 
     r = cfg.reward
-    kw = dict(retries=r.judge_retries, window_s=r.window_s,
-              max_observation_chars=r.max_observation_chars)
+    kw = dict(window_s=r.window_s, max_observation_chars=r.max_observation_chars,
+              retrieval_top_k=cfg.synth.cot.retrieval_top_k)
     if choice == "none":
         return None
     if choice == "config":

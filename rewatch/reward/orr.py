@@ -77,6 +77,19 @@ class RewardBreakdown:
         return asdict(self)
 
 
+async def gather_or_cancel(*aws: Any) -> list[Any]:
+    """asyncio.gather that cancels the other calls as soon as one fails: a sample whose judge
+    failed is failed, so the rest of its calls are not worth paying for."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 def _combine(acc: float | None, obs: float | None, rea: float | None, fmt: float,
              w: RewardWeights) -> float | None:
     if acc is None:
@@ -112,8 +125,8 @@ async def observation_reward(steps: list[Step], caption: str, judge: RewardJudge
     if not steps or len(steps) > max_steps:
         return 0.0, [False] * len(steps), 0
     unique = list(dict.fromkeys((s.action, s.observation) for s in _judgeable(steps, judge)))
-    verdicts = await asyncio.gather(*(judge.observation_verdict(caption, a, o)
-                                      for a, o in unique))
+    verdicts = await gather_or_cancel(*(judge.observation_verdict(caption, a, o)
+                                        for a, o in unique))
     by_pair = {pair: v.supported for pair, v in zip(unique, verdicts, strict=True)}
     per_step = [by_pair.get((s.action, s.observation), False) for s in steps]
     return sum(per_step) / len(per_step), per_step, len(unique)
@@ -141,6 +154,9 @@ def normalize_options(options: Any) -> dict[str, str] | None:
     list (lettered A, B, …)."""
     if not options:
         return None
+    if isinstance(options, dict) and all(
+            type(k) is str and type(v) is str and k == k.strip() for k, v in options.items()):
+        return options  # already {letter: text}: the common case, no copy
     if isinstance(options, Mapping):
         out = {str(k).strip(): str(v) for k, v in options.items() if v is not None}
     elif isinstance(options, (list, tuple)):
@@ -202,7 +218,7 @@ async def score(response: str, *, answer: str, caption: str, question: str,
                 b.rea = 0.0  # too many steps: no judge call for spam
             if obs_task is not None and rea_task is not None:
                 (b.obs, b.obs_verdicts, n_obs), (b.rea, b.inferred_answer, n_rea) = \
-                    await asyncio.gather(obs_task, rea_task)
+                    await gather_or_cancel(obs_task, rea_task)
                 b.judge_calls += n_obs + n_rea
             elif obs_task is not None:
                 b.obs, b.obs_verdicts, n_obs = await obs_task

@@ -20,6 +20,7 @@ TAG_NAMES = ("think", "action", "observation", "answer")
 LEAVES = frozenset({"action", "observation", "answer"})
 # Every tag-like token whose name is one of ours, in any case, with or without attributes.
 _ANY_TAG = re.compile(r"<\s*(/?)\s*(think|action|observation|answer)\b([^<>]*)>", re.I)
+_EXACT_TAGS = frozenset(f"<{c}{n}>" for n in TAG_NAMES for c in ("", "/"))
 MAX_CHARS = 32_000  # longer responses are a format problem (padding attacks)
 MAX_STEPS = 32  # more (action, observation) pairs than this is a format problem
 MAX_PROBLEMS = 20  # problems listed one by one; the rest are counted
@@ -73,9 +74,12 @@ def _scan(text: str, out: ParsedResponse) -> list[_Element]:
     think_open: int | None = None
     think_seen = False
     for m in _ANY_TAG.finditer(text):
-        closing, raw_name = m.group(1) == "/", m.group(2)
-        name = raw_name.lower()
-        exact = m.group(0) == f"<{'/' if closing else ''}{name}>"
+        tag = m.group(0)
+        exact = tag in _EXACT_TAGS
+        if exact:  # the common case: no lower(), no rebuilt tag
+            closing, name = tag[1] == "/", tag.strip("</>")
+        else:
+            closing, name = m.group(1) == "/", m.group(2).lower()
         if name == "answer" and not closing:
             out.answer_tags += 1
         if not exact:

@@ -257,9 +257,11 @@ async def answer_verification(c: Candidate, caption: CaptionRecord, judge: ChatM
 
 async def probe_accuracy(name: str, c: Candidate, context: str, theta: float, cfg: Config,
                          models: Models, tally: Counter[str] | None = None) -> FilterResult:
-    """Ask the panel; keep the question only if accuracy < theta. With short_circuit the panel
-    stops as soon as enough members were right to reject (a kept question is always asked of
-    the whole panel)."""
+    """Ask the panel; keep the question only if accuracy < theta, where accuracy is the paper's
+    (1/|M_probe|) * sum 1(M(Q) ~ A): a member whose reply never fit the schema counts as not
+    correct (`no_answer` says how many). A panel where no member answered measured nothing and
+    rejects (`probe_schema_error`). With short_circuit the panel stops as soon as enough members
+    were right to reject (a kept question is always asked of the whole panel)."""
     qa = cfg.synth.qa
     panel = probe_panel(cfg)
     judge = models[qa.judge]
@@ -272,7 +274,7 @@ async def probe_accuracy(name: str, c: Candidate, context: str, theta: float, cf
                             temperature=p.temperature)
         except SchemaError as e:
             answers.append({"model": p.model, "prompt": p.prompt, "seed": p.seed,
-                            "error": str(e)[:200]})
+                            "correct": False, "error": str(e)[:200]})
             continue
         m = await answers_match(c.question, c.answer, got.answer, judge, tally)
         valid += 1
@@ -282,14 +284,14 @@ async def probe_accuracy(name: str, c: Candidate, context: str, theta: float, cf
         if qa.short_circuit and right >= theta * len(panel) and right > 0:
             break
     ev: dict[str, Any] = {"theta": theta, "answers": answers, "panel_size": len(panel),
-                          "asked": len(answers), "valid": valid, "right": right}
+                          "asked": len(answers), "valid": valid,
+                          "no_answer": len(answers) - valid, "right": right}
     if valid == 0:
         return FilterResult(name, False, "probe_schema_error", ev)
-    if len(answers) < len(panel):  # stopped early: even all-wrong remaining members keep it >=
-        acc = right / (valid + len(panel) - len(answers))
+    acc = right / len(panel)
+    if len(answers) < len(panel):  # stopped early: members not asked cannot lower it
         ev["accuracy_at_least"] = acc
         return FilterResult(name, False, f"accuracy >= {acc:.2f} >= {theta} (short circuit)", ev)
-    acc = right / valid
     ev["accuracy"] = acc
     passed = acc < theta
     return FilterResult(name, passed, "kept" if passed else f"accuracy {acc:.2f} >= {theta}", ev)

@@ -36,34 +36,50 @@ class Segmentation:
         return {**asdict(self), "cut_times": self.cut_times}
 
 
+# HistogramDetector's default: a cut where the luma histograms of consecutive frames correlate
+# at 0.80 or less. It catches cuts where only the colours change (a red scene to an orange one),
+# which ContentDetector's mean HSV difference scores under its threshold.
+HIST_THRESHOLD = 0.20
+MIN_SHOT_S = 0.3  # at least this long between cuts
+
+
 def detect_cuts(path: str | Path, cfg: VideoConfig, info: VideoInfo | None = None) -> list[int]:
-    """Frame indices where a new shot starts (PySceneDetect ContentDetector).
+    """Frame indices where a new shot starts: PySceneDetect's ContentDetector (HSV change) and
+    HistogramDetector (luma histogram change) together, so that a cut where only the colour
+    changes is found too; cuts the two report within `MIN_SHOT_S` of each other are one cut.
 
     Frames are decoded in one threaded pass and shrunk to `cfg.shot_width` pixels wide before
-    the detector sees them; with `cfg.shot_fps` > 0 only that many frames per second are fed.
+    the detectors see them; with `cfg.shot_fps` > 0 only that many frames per second are fed
+    (docs/video.md: why every frame is the default).
     """
     from scenedetect.common import FrameTimecode
-    from scenedetect.detectors import ContentDetector
+    from scenedetect.detectors import ContentDetector, HistogramDetector
 
     info = info or probe(path, cfg.root, check_tail=False)
     step = 1 if cfg.shot_fps <= 0 else max(1, round(info.fps / cfg.shot_fps))
     rate = info.fps / step
     width = min(cfg.shot_width, info.width) // 2 * 2
     height = max(2, round(width * info.height / info.width) // 2 * 2)
-    # at least ~0.3 s between cuts, counted in frames the detector sees
-    detector = ContentDetector(threshold=cfg.shot_threshold,
-                               min_scene_len=max(1, round(0.3 * rate)))
-    cuts: list[int] = []
+    min_len = max(1, round(MIN_SHOT_S * rate))  # counted in frames the detectors see
+    detectors = [ContentDetector(threshold=cfg.shot_threshold, min_scene_len=min_len),
+                 HistogramDetector(threshold=HIST_THRESHOLD, min_scene_len=min_len)]
+    found: set[int] = set()
     n = -1
     for index, _t, frame in iter_frames(path, cfg.root):
         if index % step:
             continue
         n = index // step
         img = frame.to_ndarray(width=width, height=height, format="bgr24")
-        cuts += [tc.frame_num * step for tc in detector.process_frame(FrameTimecode(n, rate), img)]
+        for d in detectors:
+            found.update(tc.frame_num for tc in d.process_frame(FrameTimecode(n, rate), img))
     if n >= 0:
-        cuts += [tc.frame_num * step for tc in detector.post_process(FrameTimecode(n, rate))]
-    return sorted({c for c in cuts if 0 < c < info.frames})
+        for d in detectors:
+            found.update(tc.frame_num for tc in d.post_process(FrameTimecode(n, rate)))
+    cuts: list[int] = []
+    for c in sorted(found):  # both detectors saw the same cut (a frame apart): keep the first
+        if not cuts or c - cuts[-1] >= min_len:
+            cuts.append(c)
+    return [c * step for c in cuts if 0 < c * step < info.frames]
 
 
 def shots_from_cuts(cut_frames: list[int], fps: float,

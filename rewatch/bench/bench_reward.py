@@ -4,6 +4,9 @@
 2. Full O&R on 1,000 responses against the scripted judge server at 200 ms latency with 32
    judge calls in flight: elapsed time vs the ideal bound (calls × latency / 32), goal >= 90%,
    and the judge calls the r_acc = 0 short-circuit saved.
+3. GRPO groups: 125 prompts × n = 8 rollouts whose steps repeat within a group, scored as one
+   batch: judge calls needed vs HTTP requests sent (identical requests in flight are sent once,
+   identical completions scored once).
 Run: rewatch bench reward [--quick]. The machine is shared: numbers are measured side by side.
 """
 
@@ -12,10 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
 import time
+from typing import Any
 
 from rewatch.models.openai_compat import OpenAIChatModel
 from rewatch.reward.judges import RewardJudge, Verdict
@@ -27,7 +32,7 @@ CAPTION = "\n".join(f"[00:{i:02d}-00:{i + 1:02d}] event {i} with a red cup" for 
 REPLY = json.dumps({"supported": True, "answer": "B", "reason": "scripted"})
 
 
-def responses(n: int, seed: int = 0) -> list[dict[str, object]]:
+def responses(n: int, seed: int = 0) -> list[dict[str, Any]]:
     """A mix like a GRPO batch: right and wrong letters, 0-4 steps, some hacks."""
     rng = random.Random(seed)
     out = []
@@ -52,7 +57,12 @@ def bench_rules(n: int) -> None:
         score_rules(str(it["response"]), "B", OPTIONS)
     dt = time.perf_counter() - t0
     print(f"rules (parse + r_acc + r_fmt), {n} responses, one core: {n / dt:,.0f} responses/s "
-          f"(goal > 20,000/s; {dt * 1e6 / n:.1f} us each)")
+          f"(goal > 20,000/s; {dt * 1e6 / n:.1f} us each; {load()})")
+
+
+def load() -> str:
+    """The 1-minute load average, quoted beside every figure (the machine is shared)."""
+    return f"load average {os.getloadavg()[0]:.2f}"
 
 
 async def bench_full(n: int, latency: float, concurrency: int) -> None:
@@ -68,16 +78,25 @@ async def bench_full(n: int, latency: float, concurrency: int) -> None:
         # warm-up opens the connection pool, so the timed part is the steady state
         await asyncio.gather(*(model.chat([{"role": "user", "content": f"warm-up {i}"}])
                                for i in range(concurrency)))
-        before = model.stats["calls"]
+        load0 = load()
+        before = model.stats["requests"]
         t0 = time.perf_counter()
         out = await score_many(responses(n), judge=judge, concurrency=n)
         dt = time.perf_counter() - t0
-        calls = model.stats["calls"] - before
+        calls = model.stats["requests"] - before
         # the same number of bare chat calls, side by side: what the machine allows right now
         t1 = time.perf_counter()
         await asyncio.gather(*(model.chat([{"role": "user", "content": f"raw {i}"}],
                                           schema=Verdict) for i in range(calls)))
         raw = time.perf_counter() - t1
+        groups = grpo_groups(125, 8)
+        before, coalesced0 = model.stats["requests"], model.stats["coalesced"]
+        t2 = time.perf_counter()
+        grouped = await score_many(groups, judge=judge, concurrency=len(groups))
+        dt_groups = time.perf_counter() - t2
+        sent = model.stats["requests"] - before
+        coalesced = model.stats["coalesced"] - coalesced0
+        load1 = load()
         await model.aclose()
     finally:
         srv.terminate()
@@ -86,13 +105,38 @@ async def bench_full(n: int, latency: float, concurrency: int) -> None:
     saved = sum(b.judge_calls_saved for b in out)
     failed = sum(b.failed for b in out)
     print(f"full O&R, {n} responses, scripted judge at {latency * 1000:.0f} ms, "
-          f"{concurrency} calls in flight:")
+          f"{concurrency} calls in flight ({load0} before, {load1} after):")
     print(f"  judge calls {calls}; elapsed {dt:.2f} s; ideal bound {ideal:.2f} s; "
           f"ratio ideal/elapsed = {ideal / dt:.3f} (goal >= 0.90); failed {failed}")
-    print(f"  the same {calls} calls as bare schema chats: {raw:.2f} s; ratio O&R/bare = "
-          f"{raw / dt:.3f} (the reward's own overhead; 1.0 = none)")
+    print(f"  the same {calls} calls as bare schema chats: {raw:.2f} s (ratio ideal/elapsed "
+          f"{ideal / raw:.3f}); ratio O&R/bare = {raw / dt:.3f} (the reward's own overhead; "
+          "1.0 = none)")
     print(f"  r_acc = 0 short-circuit: {sum(b.judge_skipped for b in out)} of {n} samples "
           f"skipped, {saved} judge calls saved ({saved / max(1, saved + calls):.0%} of all)")
+    unique = {id(b): b for b in grouped}.values()
+    needed = sum(b.judge_calls for b in unique)
+    print(f"GRPO groups, {len(groups)} completions (125 prompts x 8 rollouts, {len(unique)} "
+          f"distinct): {needed} judge calls needed, {sent} requests sent "
+          f"({coalesced} identical in-flight requests shared), "
+          f"{sum(b.judge_calls_saved for b in unique)} saved by the short-circuit; "
+          f"{dt_groups:.2f} s")
+
+
+def grpo_groups(prompts: int, n: int, seed: int = 1) -> list[dict[str, Any]]:
+    """n rollouts per prompt drawing their steps from a few per prompt, as a policy's samples of
+    one question do: the same (action, observation) recurs within a group."""
+    rng = random.Random(seed)
+    out = []
+    for p in range(prompts):
+        pool = [f'<action>segment_query("00:{(p + 7 * k) % 50:02d}")</action>\n<observation>'
+                f"Prompt {p}: a red cup on table {k}.</observation>" for k in range(4)]
+        for _ in range(n):
+            steps = "\nI check.\n".join(rng.sample(pool, rng.randint(1, 3)))
+            letter = rng.choice("BBBACD")
+            out.append({"response": f"<think>Re-watch.</think>{steps}\n<answer>{letter}</answer>",
+                        "answer": "B", "question": "What is picked up?", "caption": CAPTION,
+                        "options": OPTIONS})
+    return out
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def make_video(path: Path, seconds: int, width: int, height: int, gop: int, bfra
                      "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}"}
         for i in range(seconds * 30):
             dx, dy = (i * 3) % 64, (i // 7) % 64
-            img = np.ascontiguousarray(texture[dy:dy + height, dx:dx + width])
+            img = np.ascontiguousarray(texture[dy:dy + height, dx:dx + width], dtype=np.uint8)
             out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
         out.mux(s.encode(None))
     tmp.replace(path)

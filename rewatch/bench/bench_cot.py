@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from rewatch.bench import use_test_fixtures
+
+use_test_fixtures()
 
 from cot_scripted import Agents, scripted_config  # noqa: E402
 from cot_truth import SPEC, caption_from_truth, mcqs_from_truth, truth_of  # noqa: E402
@@ -75,7 +77,7 @@ async def _measure(n: int, latency: float, concurrency: int, truth: Any, url: st
         from rewatch.synth.tools import caption_index
 
         caption_index(caption_from_truth(truth)).segment_retrieval("warm up")
-        before = models.stats().get("llm", {}).get("calls", 0)
+        before = models.stats()["llm"]["calls"] if "llm" in models.stats() else 0
         start = time.perf_counter()
         counts = await synthesize_cot(run, cfg, models)
         elapsed = time.perf_counter() - start

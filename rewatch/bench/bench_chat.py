@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ async def main(quick: bool) -> None:
     srv = subprocess.Popen([sys.executable, "-m", "rewatch.models.scripted_server",
                             "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
     try:
+        assert srv.stdout is not None
         port = int(srv.stdout.readline().split()[1])
         url = f"http://127.0.0.1:{port}/v1"
         conc = await measure(url, n, concurrency, "concurrent")
@@ -44,7 +46,8 @@ async def main(quick: bool) -> None:
         srv.terminate()
         srv.wait()
     ideal = concurrency / latency
-    print(f"chat throughput, scripted server at {latency * 1000:.0f} ms latency")
+    print(f"chat throughput, scripted server at {latency * 1000:.0f} ms latency "
+          f"(load average {os.getloadavg()[0]:.2f})")
     print(f"  concurrent ({n} requests, concurrency {concurrency}): {conc:7.1f} req/s")
     print(f"  ideal concurrency/latency:                        {ideal:7.1f} req/s")
     print(f"  sequential ({n_seq} requests):                        {seq:7.1f} req/s")

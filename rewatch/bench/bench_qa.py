@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from rewatch.bench import use_test_fixtures
+
+use_test_fixtures()
 
 from qa_scripted import Panel, Q, make_run, scripted_config, shapes_caption  # noqa: E402
 
@@ -90,9 +92,11 @@ async def main() -> None:
     a = p.parse_args()
     print(f"Stage 2 on the scripted server: {a.videos} videos x {a.per_video} candidates, "
           f"latency {a.latency * 1000:.0f} ms, concurrency {a.concurrency}, no cache")
-    for label, kw in [("F1 -> F3 -> F2, short circuit", {}),
-                      ("F1 -> F3 -> F2, every filter", {"short_circuit": False}),
-                      ("F2 -> F3 -> F1, short circuit", {"filter_order": ["F2", "F3", "F1"]})]:
+    settings: list[tuple[str, dict[str, Any]]] = [
+        ("F1 -> F3 -> F2, short circuit", {}),
+        ("F1 -> F3 -> F2, every filter", {"short_circuit": False}),
+        ("F2 -> F3 -> F1, short circuit", {"filter_order": ["F2", "F3", "F1"]})]
+    for label, kw in settings:
         await one_setting(label, a.videos, a.per_video, a.latency, a.concurrency, **kw)
 
 

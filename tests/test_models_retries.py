@@ -1,0 +1,118 @@
+"""One retry policy per layer: the transport retries within one budget per chat() call, the
+schema layer re-asks, the reward judge adds nothing. Against a scripted loopback server (not a
+model) that plays a fixed sequence of outcomes and counts every request it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from rewatch.models.base import ModelError, SchemaError
+from rewatch.models.openai_compat import OpenAIChatModel
+from rewatch.models.scripted_server import ScriptedTestServer
+from rewatch.reward.judges import JudgeError, RewardJudge, Verdict
+
+GOOD = json.dumps({"supported": True, "reason": "scripted"})
+Q = [{"role": "user", "content": "Is the red cup at 00:05?"}]
+
+
+class OutcomeServer(ScriptedTestServer):
+    """Request n gets outcomes[n]: "500" (a server error), "bad" (a reply outside the schema)
+    or "good"; past the end, the last outcome repeats."""
+
+    def __init__(self, outcomes: list[str], latency_s: float = 0.0):
+        super().__init__(GOOD, latency_s=latency_s)
+        self.outcomes = outcomes
+
+    async def _chat(self, request: Request) -> JSONResponse:
+        n = len(self.requests)
+        outcome = self.outcomes[min(n, len(self.outcomes) - 1)]
+        if outcome == "500":
+            self.requests.append(await request.json())
+            return JSONResponse({"error": {"message": "scripted failure"}}, status_code=500)
+        self.reply = GOOD if outcome == "good" else '{"verdict": "maybe"}'
+        return await super()._chat(request)
+
+
+def model(srv: ScriptedTestServer, **kw) -> OpenAIChatModel:
+    return OpenAIChatModel("scripted", srv.base_url, retry_backoff_s=0.01, **kw)
+
+
+async def test_a_judge_verdict_costs_at_most_one_plus_both_budgets() -> None:
+    # defaults: 4 transport retries, 2 schema re-asks. Before, the judge's own retry x 3 schema
+    # attempts x 5 transport attempts allowed 30 requests for one verdict.
+    with OutcomeServer(["500"] * 4 + ["bad"] * 3) as srv:
+        m = model(srv)
+        judge = RewardJudge(m)
+        with pytest.raises(JudgeError, match="SchemaError"):
+            await judge.observation_verdict("[00:05-00:06] a red cup", "segment_query(00:05)",
+                                            "a red cup")
+    assert m.max_retries == 4 and m.schema_retries == 2
+    assert len(srv.requests) == 7 == 1 + m.schema_retries + m.max_retries
+    assert m.stats["requests"] == 7
+    assert (m.stats["transport_retries"], m.stats["schema_retries"], m.stats["errors"]) == (4, 2, 1)
+    assert judge.stats["observation_calls"] == 1 and judge.stats["failures"] == 1
+
+
+async def test_the_transport_budget_is_shared_by_the_schema_reasks() -> None:
+    # 500, bad reply, 500, 500: the third transport failure exceeds max_retries=2 for the call,
+    # although each request alone retried at most twice
+    with OutcomeServer(["500", "bad", "500", "500", "good"]) as srv:
+        m = model(srv, max_retries=2)
+        with pytest.raises(ModelError, match="after 2 attempts"):
+            await m.chat(Q, schema=Verdict)
+    assert len(srv.requests) == 4 == m.stats["requests"]
+    assert (m.stats["transport_retries"], m.stats["schema_retries"]) == (2, 1)
+
+
+async def test_mixed_faults_within_the_budgets_succeed_and_are_counted() -> None:
+    with OutcomeServer(["500", "bad", "500", "good"]) as srv:
+        m = model(srv, max_retries=2)
+        reply = await m.chat(Q, schema=Verdict)
+    assert reply.parsed.supported and len(srv.requests) == 4 == m.stats["requests"]
+    assert m.stats["transport_retries"] == 2 and m.stats["schema_failures"] == 1
+    assert m.stats["calls"] == 2 and m.stats["errors"] == 0  # calls = schema attempts
+
+
+@pytest.mark.parametrize(("outcomes", "expected", "error"), [
+    (["500"], 1 + 3, ModelError), (["bad"], 1 + 2, SchemaError)])
+async def test_one_layer_failing_uses_only_its_own_budget(outcomes, expected, error) -> None:
+    with OutcomeServer(outcomes) as srv:
+        m = model(srv, max_retries=3, schema_retries=2)
+        with pytest.raises(error):
+            await m.chat(Q, schema=Verdict)
+    assert len(srv.requests) == expected == m.stats["requests"]
+
+
+async def test_identical_requests_in_flight_are_sent_once() -> None:
+    with OutcomeServer(["good"], latency_s=0.2) as srv:
+        m = model(srv)
+        replies = await asyncio.gather(*(m.chat(Q, schema=Verdict) for _ in range(8)))
+        other = await m.chat([{"role": "user", "content": "another question"}])
+    assert len(srv.requests) == 2 and m.stats["coalesced"] == 7
+    assert all(r.parsed == replies[0].parsed for r in replies) and other.text == GOOD
+    assert sum(not r.cached for r in replies) == 1  # the others were not paid for
+
+
+async def test_a_shared_failure_reaches_every_waiter_once() -> None:
+    with OutcomeServer(["500"], latency_s=0.1) as srv:
+        m = model(srv, max_retries=1)
+        out = await asyncio.gather(*(m.chat(Q) for _ in range(4)), return_exceptions=True)
+    assert all(isinstance(e, ModelError) for e in out)
+    assert len(srv.requests) == 2  # one request and its retry, for all four callers
+
+
+async def test_a_cancelled_sender_does_not_cancel_the_waiters() -> None:
+    with OutcomeServer(["good"], latency_s=0.3) as srv:
+        m = model(srv)
+        first = asyncio.ensure_future(m.chat(Q))
+        await asyncio.sleep(0.05)
+        waiter = asyncio.ensure_future(m.chat(Q))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        reply = await waiter
+    assert first.cancelled() and reply.text == GOOD and len(srv.requests) == 2
