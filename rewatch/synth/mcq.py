@@ -104,7 +104,7 @@ def nearby_numbers(answer: str, n: int) -> list[str]:
     if value is None:
         return []
     words = not str(answer).strip()[:1].isdigit()
-    out = []
+    out: list[str] = []
     for d in range(1, n + 2):
         for v in (value + d, value - d):
             if v >= 0 and len(out) < n:
