@@ -163,7 +163,10 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
         if colours:
             pool = [s for s in about if s.colour in colours and (not q_kinds or kinds
                                                                  or s.kind in q_kinds)]
-            ok &= bool(pool) or any(c in _backgrounds(truth, lo, hi) for c in colours)
+            # a background colour must hold over the evidence span itself (no tolerance: the
+            # neighbouring shot's background is a different answer)
+            mid = (a + b) / 2
+            ok &= bool(pool) or any(c in _backgrounds(truth, mid, mid) for c in colours)
             about = pool or about
         if kinds and ok:
             pool = [s for s in about if s.kind in kinds and (not q_colours or colours

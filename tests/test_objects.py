@@ -84,3 +84,23 @@ def test_real_videos_give_bounded_sentences_inside_the_video(name: str) -> None:
     for ln in lines:
         assert 0 <= ln.start <= ln.end <= duration + 1e-3
         assert ln.text[0].isupper() and ln.text.endswith(".")
+
+
+def test_answer_truth_checks_the_facts_at_the_evidence_time():
+    from rewatch.samples import SHAPES_CUTS, GroundTruth
+    from rewatch.truth import answer_truth
+
+    truth = GroundTruth(SHAPES_CUTS, Path("x.mp4"), [40, 85])
+    q = "What colour is the background in the new shot at 00:04?"
+    assert answer_truth(truth, q, "gray", [(4.0, 8.0)]) == "true"
+    assert answer_truth(truth, q, "navy", [(4.0, 8.0)]) == "false"  # the shot before
+    q = "What colour is the square that appears at 00:05?"
+    assert answer_truth(truth, q, "yellow", [(5.0, 5.0)]) == "true"
+    assert answer_truth(truth, q, "red", [(5.0, 5.0)]) == "false"  # red is a circle
+    q = "How many objects are on screen at 00:05?"
+    assert answer_truth(truth, q, "two", [(5.0, 5.0)]) == "true"
+    assert answer_truth(truth, q, "four", [(5.0, 5.0)]) == "false"
+    q = "Which way does the red circle move?"
+    assert answer_truth(truth, q, "right", [(1.0, 5.0)]) == "true"
+    assert answer_truth(truth, q, "up", [(1.0, 5.0)]) == "false"
+    assert answer_truth(truth, "What happens?", "nothing much", [(1.0, 5.0)]) == "unverifiable"
