@@ -242,7 +242,7 @@ def quote_picker(content: str) -> dict[str, list[str]]:
     action = re.search(r"^Action: (.+)$", content, re.M).group(1).lower()
     options = re.findall(r"^(\[\d{2}:\d{2}-\d{2}:\d{2}\] .+)$", content, re.M)
     words = set(re.findall(r"[a-z]{3,}", action))
-    return {"quotes": [q for q in options if words & set(re.findall(r"[a-z]{3,}", q))][:4]
+    return {"quotes": [q for q in options if words & set(re.findall(r"[a-z]{3,}", q))][:2]
             or options[:1]}
 
 

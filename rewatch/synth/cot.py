@@ -285,10 +285,10 @@ def quote_options(result: ToolResult) -> list[str]:
 
 @lru_cache(maxsize=512)
 def quote_schema(options: tuple[str, ...]) -> type[BaseModel]:
-    """The quoting Observer's reply: `quotes`, 1-4 items of an enum of `quote_options`."""
+    """The quoting Observer's reply: `quotes`, 1-2 items of an enum of `quote_options`."""
     pick: Any = list[_one_of(options)]  # type: ignore[misc]
     return create_model("Quotes", quotes=(pick, Field(min_length=1,
-                                                      max_length=min(4, len(options)))))
+                                                      max_length=min(2, len(options)))))
 
 
 async def quote_observer(model: ChatModel, action: str, result: ToolResult) -> str:
