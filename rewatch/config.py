@@ -10,6 +10,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# prompt characters per token, on the safe side: the Qwen2.5 tokenizer reads object-captioner
+# lines past the first hour (digit-by-digit HH:MM:SS stamps) at 2.1, VLM prose lines at 3.0
+CHARS_PER_TOKEN = 2.0
 
 
 class ConfigError(ValueError):
@@ -39,10 +42,17 @@ class ModelSpec(Section):
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(512, ge=1)
     seed: int = 0
+    # context length in tokens: the embedded model is loaded with it; for a server set what it
+    # serves (vLLM --max-model-len). Stages size their prompts to it (`prompt_chars`)
+    n_ctx: int = Field(8192, ge=256)
     # embedded only
     model_path: str | None = None  # a GGUF file; default: the packaged file of `model`
-    n_ctx: int = Field(8192, ge=256)
     n_threads: int | None = None
+
+    def prompt_chars(self, reply_tokens: int, other_chars: int = 0) -> int:
+        """Characters of prompt text that fit n_ctx with `reply_tokens` left for the reply and
+        `other_chars` taken by the rest of the prompt (at CHARS_PER_TOKEN)."""
+        return max(0, int((self.n_ctx - reply_tokens) * CHARS_PER_TOKEN) - other_chars)
 
     @model_validator(mode="after")
     def _server_needs_url(self) -> ModelSpec:
@@ -60,6 +70,14 @@ class VideoConfig(Section):
     max_pixels: int = 128 * 28 * 28
     total_pixels: int = 12288 * 28 * 28
     chunk_s: float = 600.0  # long videos are cut into ~10-minute chunks on shot boundaries
+    # where a long video's chunks end (videos up to chunk_s are one chunk either way): shots =
+    # the shot cut nearest each chunk_s mark (the embedded default); vlm = the paper's M_seg:
+    # segmenter_model (an openai VLM) sees frames at segmenter_fps of a chunk_s window around
+    # each mark and says where the video's parts begin; those times are snapped to a shot cut
+    # within one frame step (docs/video.md)
+    segmenter: Literal["shots", "vlm"] = "shots"
+    segmenter_model: str = "captioner"  # a key of `models`, used when segmenter is vlm
+    segmenter_fps: float = Field(0.1, gt=0)  # 60 frames per 10-minute window
     # M_seg: PySceneDetect on a downscaled stream (shot_width px wide). shot_fps 0 = every frame;
     # a low rate mistakes motion for cuts (bikes.mp4 at 2 fps: 7 cuts for 5, off by <=7 frames)
     shot_fps: float = 0.0
@@ -70,8 +88,11 @@ class VideoConfig(Section):
 class CaptionConfig(Section):
     captioner: str = "captioner"  # a key of `models`
     summarizer: str = "llm"
-    fps: float = 2.0  # the high caption frame rate
-    max_frames_per_chunk: int = 64
+    # high-rate describing: each M_seg chunk is captioned in consecutive windows of equal
+    # length, at `fps` (the caption frame rate) and at most frames_per_call frames each: 64
+    # frames at 2 fps = one M_cap call per 32 s of video; times come back relative to the window
+    fps: float = Field(2.0, gt=0)
+    frames_per_call: int = Field(64, ge=2)
 
 
 class QAConfig(Section):
@@ -91,7 +112,13 @@ class QAConfig(Section):
             "localisation",
         ]
     )
-    questions_per_video: int = 4
+    questions_per_video: int = 4  # free mode: spread over the caption windows
+    # free mode: M_qa sees C_detail in consecutive windows of at most window_s seconds and at
+    # most the generator's prompt budget (models.<generator>.n_ctx), C_sum in every call; the
+    # questions are spread over the windows, plus cross_window_questions that relate two
+    # windows far apart (docs/stage2-qa.md)
+    window_s: float = Field(600.0, gt=0)
+    cross_window_questions: int = Field(2, ge=0)
     theta_text: float = Field(0.5, ge=0, le=1)
     theta_sum: float = Field(0.5, ge=0, le=1)
     num_options: int = Field(5, ge=2, le=10)
@@ -116,7 +143,8 @@ class QAConfig(Section):
     # lines (then cleaned and checked against C_detail like the rest)
     caption_distractors: bool = True
     min_caption_lines: int = Field(2, ge=1)  # fewer C_detail lines: the video is rejected
-    max_context_chars: int = Field(6000, ge=200)  # C_detail window shown to M_qa and the judge
+    # C_detail around the evidence shown to the F1 judge and the distractor writer
+    max_context_chars: int = Field(6000, ge=200)
     duplicate_similarity: float = Field(0.92, ge=0, le=1)  # audit: MiniLM cosine for near-dups
 
 
@@ -249,9 +277,16 @@ class Config(Section):
             "eval.model": self.eval.model,
         }
         roles.update({f"synth.qa.probes[{i}]": p for i, p in enumerate(self.synth.qa.probes)})
+        if self.video.segmenter == "vlm":
+            roles["video.segmenter_model"] = self.video.segmenter_model
         for key, name in roles.items():
             if name not in self.models:
                 raise ValueError(f"{key}: names model {name!r}; models has {sorted(self.models)}")
+        seg = self.models[self.video.segmenter_model] if self.video.segmenter == "vlm" else None
+        if seg is not None and seg.backend != "openai":
+            raise ValueError(f"video.segmenter=vlm: model {self.video.segmenter_model!r} is "
+                             f"backend {seg.backend!r}; M_seg needs a VLM server (backend "
+                             "openai), or set video.segmenter=shots")
         return self
 
 

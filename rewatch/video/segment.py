@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rewatch.config import VideoConfig
+from rewatch.config import ModelSpec, VideoConfig
 from rewatch.video.io import VideoInfo, iter_frames, probe
+
+if TYPE_CHECKING:
+    from rewatch.models.cache import ResponseCache
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +111,19 @@ def chunk_spans(duration: float, cut_times: list[float], chunk_s: float = 600.0
     return [(round(a, 3), round(b, 3)) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def segment(path: str | Path, cfg: VideoConfig, info: VideoInfo | None = None) -> Segmentation:
-    """Shots and chunks of one video (M_seg)."""
+def segment(path: str | Path, cfg: VideoConfig, info: VideoInfo | None = None,
+            vlm: ModelSpec | None = None, cache: ResponseCache | None = None) -> Segmentation:
+    """Shots and chunks of one video (M_seg); with `cfg.segmenter` vlm a long video's chunk
+    boundaries come from the VLM `vlm`, snapped to shot cuts (rewatch.video.vlm_segment)."""
     info = info or probe(path, cfg.root)
     cuts = detect_cuts(path, cfg, info)
     seg = Segmentation(duration=info.duration, fps=info.fps, cut_frames=cuts)
     seg.shots = shots_from_cuts(cuts, info.fps, info.duration)
-    seg.chunks = chunk_spans(info.duration, seg.cut_times, cfg.chunk_s)
+    bounds = seg.cut_times
+    if cfg.segmenter == "vlm" and info.duration > cfg.chunk_s:
+        from rewatch.video.vlm_segment import vlm_boundaries
+
+        bounds = vlm_boundaries(path, cfg, info, seg.cut_times, vlm, cache)
+    seg.chunks = chunk_spans(info.duration, bounds, cfg.chunk_s)
     log.debug("%s: %d shots, %d chunks", path, len(seg.shots), len(seg.chunks))
     return seg
