@@ -98,7 +98,7 @@ def caption_id(vid: str, cfg: Config, captioner: str, summarizer: str) -> str:
                      v.total_pixels, v.chunk_s, v.shot_threshold, *seg)
 
 
-def caption_windows(t_start: float, t_end: float, fps: float, frames_per_call: int
+def frame_windows(t_start: float, t_end: float, fps: float, frames_per_call: int
                     ) -> list[tuple[float, float]]:
     """Consecutive windows of equal length covering [t_start, t_end], each short enough for
     `frames_per_call` frames at `fps` (one M_cap call each)."""
@@ -244,7 +244,7 @@ async def detail_caption(path: str | Path, cfg: Config, captioner: ChatModel, in
     c = cfg.synth.caption
     spec = cfg.models.get(c.captioner)
     gate = asyncio.Semaphore(spec.concurrency if spec is not None else 1)
-    windows = [w for a, b in seg.chunks for w in caption_windows(a, b, c.fps, c.frames_per_call)]
+    windows = [w for a, b in seg.chunks for w in frame_windows(a, b, c.fps, c.frames_per_call)]
 
     async def one(t_start: float, t_end: float) -> tuple[list[CaptionLine], int]:
         # windows are half-open: a frame at t_end is the next window's (often a cut's first)
@@ -305,7 +305,7 @@ async def caption_video(path: str | Path, cfg: Config, models: Models, *,
                             video_id=vid, video_path=str(path), duration=info.duration,
                             detail=detail, summary=summary.text, captioner=captioner.name,
                             clipped_lines=clipped)
-    windows = sum(len(caption_windows(a, b, c.fps, c.frames_per_call)) for a, b in seg.chunks)
+    windows = sum(len(frame_windows(a, b, c.fps, c.frames_per_call)) for a, b in seg.chunks)
     log.info("%s: %d caption lines from %d M_cap windows, summary in %d call(s) over %d "
              "level(s)", path, len(detail), windows, summary.calls, summary.levels)
     if stats is not None:

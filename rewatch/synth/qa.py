@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
@@ -46,6 +46,7 @@ from rewatch.synth.qa_filters import (
     text_bias_filter,
     triple_filter,
 )
+from rewatch.synth.qa_free import contrastive_generation, one_of, window_budget
 
 __all__ = [
     "Candidate", "answer_tokens", "answer_verification", "answers_match", "anchored_generation",
@@ -58,27 +59,6 @@ STAGE = "qa"
 
 
 # --- contrastive generation --------------------------------------------------------------------
-def one_of(values: tuple[str, ...]) -> Any:
-    """Literal[values] built at run time (a schema enum the grammar enforces)."""
-    return Literal[values]  # type: ignore[valid-type]
-
-
-@cache
-def generation_schema(types: tuple[str, ...], n: int) -> type[BaseModel]:
-    """The reply of M_qa in free mode: up to n questions, each typed from the configured list."""
-    question = create_model(
-        "GeneratedQuestion",
-        question=(str, Field(min_length=8, max_length=200)),
-        answer=(str, Field(min_length=1, max_length=60)),
-        qtype=(one_of(types), ...),
-        evidence=(list[Annotated[str, Field(max_length=16)]], Field(min_length=1, max_length=3)),
-    )
-    return create_model(
-        "GeneratedQuestions",
-        questions=(list[question], Field(min_length=1, max_length=n)),  # type: ignore[valid-type]
-    )
-
-
 # a question: opens with a question or time word, ends with "?" (the grammar holds a small
 # model to this; it otherwise writes identifiers or statements)
 QUESTION_PATTERN = (r"^(What|Which|When|Where|How|Who|Why|Whose|In|At|After|Before|During|Is|"
@@ -184,19 +164,6 @@ async def anchored_generation(caption: CaptionRecord, line: CaptionLine, qtype: 
             "evidence": [f"{mmss(line.start)}-{mmss(line.end)}"], "line": line}
 
 
-async def contrastive_generation(caption: CaptionRecord, generator: ChatModel, qa: QAConfig,
-                                 tally: Counter[str] | None = None) -> list[dict[str, Any]]:
-    """M_qa(C_detail, C_sum) in free mode: questions answered by the detailed caption, not by
-    the summary, each citing its evidence. Raises SchemaError when the reply never fits."""
-    schema = generation_schema(tuple(qa.question_types), qa.questions_per_video)
-    prompt = load_prompt("qa_generate.md").format(
-        detail=caption_window(caption, qa.max_context_chars), summary=caption.summary or "(none)",
-        n=qa.questions_per_video, types=", ".join(qa.question_types))
-    reply = await ask(generator, prompt, schema, 100 * qa.questions_per_video + 40, tally,
-                      "generation")
-    return [q.model_dump() for q in reply.questions]
-
-
 def generation_checks(c: Candidate, seen: set[str]) -> str | None:
     """Cheap checks before any filter: the reason a candidate is malformed, or None."""
     if not normalize_answer(c.answer):
@@ -222,10 +189,12 @@ def generation_id(caption: CaptionRecord, cfg: Config) -> str:
     """Stable id of a video's generation: the caption and every setting that changes it."""
     qa = cfg.synth.qa
     mode_prompt = "qa_generate.md" if qa.generation == "free" else "qa_generate_anchored.md"
+    free = (qa.window_s, qa.cross_window_questions, load_prompt("qa_generate_cross.md")
+            ) if qa.generation == "free" else ()
     return stable_id(STAGE, caption.id, cfg.models[qa.generator].model_dump(), qa.generation,
                      qa.question_types, qa.questions_per_video, qa.max_context_chars,
                      qa.anchor_context_chars, qa.answer_hint, qa.anchor_time, cfg.synth.seed,
-                     load_prompt(mode_prompt))
+                     load_prompt(mode_prompt), *free)
 
 
 def generation_index(rec: QARecord) -> int:
@@ -306,9 +275,10 @@ async def generate_qa(run: RunDir, cfg: Config, models: Models, progress: Any = 
         """Raw candidates (a dict each; {"error": ...} for an anchored call that never fit), or
         None when the free-mode call failed and the video was rejected."""
         if qa.generation == "free":
-            try:
-                async with sem:
-                    return await contrastive_generation(caption, generator, qa, tally)
+            budget = window_budget(cfg.models[qa.generator], qa, caption)
+            try:  # window by window, each call under the semaphore
+                return await contrastive_generation(caption, generator, qa, budget, tally,
+                                                    gate=sem)
             except SchemaError as e:
                 write_reject(reject(STAGE, gen_id, caption.video_id, "generation",
                                     "schema_error", caption_id=caption.id, error=str(e)[:500]))
@@ -383,13 +353,15 @@ async def generate_qa(run: RunDir, cfg: Config, models: Models, progress: Any = 
                               q["evidence"])
                 c.evidence = [q["line"]] if "line" in q else resolve_evidence(caption, c.stamps)
                 gen = {"gen_id": gen_id, "index": i, "candidates": len(raw),
-                       "mode": qa.generation, "generator": generator.name}
+                       "mode": qa.generation, "generator": generator.name,
+                       **({"window": q["window"]} if "window" in q else {})}
                 if q.get("decided") or done.decided(c.id):
                     prev = done.qa_rows.get(c.id)
                     if prev is not None:
                         seen.add(f" {normalize_answer(prev['question'])} ")
                     continue
-                problem = ("schema_error" if "error" in q else generation_checks(c, seen))
+                problem = ("schema_error" if "error" in q else
+                           q.get("problem") or generation_checks(c, seen))
                 if problem:
                     write_reject(reject(STAGE, c.id, c.video_id, "generation", problem,
                                         question=c.question, answer=c.answer, qtype=c.qtype,

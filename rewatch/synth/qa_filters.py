@@ -9,6 +9,7 @@ judge decides only partial overlaps, and the method used is recorded with every 
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -146,6 +147,34 @@ def caption_window(caption: CaptionRecord, max_chars: int, around: float | None 
         if not grown:
             break
     return "\n".join([lines[centre][:max_chars]] if lo == hi else lines[lo: hi + 1])
+
+
+def caption_windows(caption: CaptionRecord, max_chars: int, window_s: float
+                    ) -> list[list[CaptionLine]]:
+    """C_detail in consecutive windows of whole lines that together hold every line once: the
+    video in equal spans of at most `window_s` seconds (a line goes where it starts), a span
+    whose text is over `max_chars` split further (a single longer line is a window alone)."""
+    if not caption.detail:
+        return []
+    duration = max(caption.duration, max(x.end for x in caption.detail), 1e-6)
+    k = max(1, math.ceil(duration / window_s - 1e-9))
+    spans: list[list[CaptionLine]] = [[] for _ in range(k)]
+    for line in caption.detail:
+        spans[min(k - 1, int(line.start / (duration / k)))].append(line)
+    out: list[list[CaptionLine]] = []
+    for span in spans:
+        window: list[CaptionLine] = []
+        size = 0
+        for line in span:
+            n = len(line_text(line)) + 1
+            if window and size + n > max_chars:
+                out.append(window)
+                window, size = [], 0
+            window.append(line)
+            size += n
+        if window:
+            out.append(window)
+    return out
 
 
 def resolve_evidence(caption: CaptionRecord, stamps: list[str], per_stamp: int = 2
