@@ -94,8 +94,9 @@ def segment_cmd(path: PathArg, as_json: JsonOpt = False, config: ConfigOpt = Non
     from rewatch.video.segment import segment
 
     cfg = get_config(config, set_)
+    vlm = cfg.models[cfg.video.segmenter_model] if cfg.video.segmenter == "vlm" else None
     try:
-        seg = segment(path, cfg.video)
+        seg = segment(path, cfg.video, vlm=vlm)
     except VideoError as e:
         _fail(e)
     _emit(seg.to_dict(), as_json)
