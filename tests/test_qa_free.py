@@ -98,8 +98,9 @@ def test_windows_cover_the_caption_once_within_the_budget():
     assert [x for w in small for x in w] == cap.detail
     assert all(sum(len(line_text(x)) + 1 for x in w) <= 1000 for w in small)
     assert len(small) > len(wins)
-    assert spread(12, 7) == [2, 1, 2, 2, 2, 1, 2] and sum(spread(4, 6)) == 4
-    assert spread(4, 6)[0] == spread(4, 6)[-1] == 1  # the ends are asked about
+    assert spread(12, 7) == [1, 2, 2, 2, 2, 2, 1] and spread(4, 6) == [1, 0, 1, 1, 0, 1]
+    assert [i for i, n in enumerate(spread(4, 12)) if n] == [0, 4, 7, 11]  # the ends are asked
+    assert spread(1, 5) == [0, 0, 1, 0, 0] and spread(3, 1) == [3]
     assert cross_pairs(7, 3) == [(0, 3, 1), (1, 4, 1), (2, 5, 1)]
     assert cross_pairs(2, 2) == [(0, 1, 2)] and cross_pairs(1, 2) == []
 

@@ -153,27 +153,31 @@ def caption_windows(caption: CaptionRecord, max_chars: int, window_s: float
                     ) -> list[list[CaptionLine]]:
     """C_detail in consecutive windows of whole lines that together hold every line once: the
     video in equal spans of at most `window_s` seconds (a line goes where it starts), a span
-    whose text is over `max_chars` split further (a single longer line is a window alone)."""
+    whose text is over `max_chars` split into the fewest pieces of about equal size that fit (a
+    single longer line is a window alone)."""
     if not caption.detail:
         return []
-    duration = max(caption.duration, max(x.end for x in caption.detail), 1e-6)
+    duration = max(caption.duration, max(x.start for x in caption.detail), 1e-6)
     k = max(1, math.ceil(duration / window_s - 1e-9))
     spans: list[list[CaptionLine]] = [[] for _ in range(k)]
     for line in caption.detail:
         spans[min(k - 1, int(line.start / (duration / k)))].append(line)
     out: list[list[CaptionLine]] = []
     for span in spans:
-        window: list[CaptionLine] = []
-        size = 0
-        for line in span:
-            n = len(line_text(line)) + 1
-            if window and size + n > max_chars:
-                out.append(window)
-                window, size = [], 0
-            window.append(line)
-            size += n
-        if window:
-            out.append(window)
+        sizes = [len(line_text(x)) + 1 for x in span]
+        total, pieces = sum(sizes), max(1, math.ceil(sum(sizes) / max_chars))
+        while True:  # the fewest equal pieces (by characters) that each fit
+            split: list[list[CaptionLine]] = [[] for _ in range(pieces)]
+            before = 0
+            for line, n in zip(span, sizes, strict=True):
+                split[min(pieces - 1, before * pieces // max(total, 1))].append(line)
+                before += n
+            split = [w for w in split if w]
+            if pieces >= len(span) or all(
+                    sum(len(line_text(x)) + 1 for x in w) <= max_chars for w in split):
+                break
+            pieces += 1
+        out += split
     return out
 
 

@@ -54,9 +54,12 @@ def generation_schema(types: tuple[str, ...], n: int) -> type[BaseModel]:
 
 
 def spread(n: int, k: int) -> list[int]:
-    """n questions over k windows as evenly as rounding allows (each window's share, from the
-    middle of its share; a window may get none when n < k, the first and last do)."""
-    return [math.floor((i + 1) * n / k + 0.5) - math.floor(i * n / k + 0.5) for i in range(k)]
+    """n questions over k windows, evenly: question j goes to window round(j·(k−1)/(n−1)), so
+    the first and the last window are always asked (one question: the middle window)."""
+    counts = [0] * k
+    for j in range(n):
+        counts[math.floor(j * (k - 1) / (n - 1) + 0.5) if n > 1 else k // 2] += 1
+    return counts
 
 
 def cross_pairs(k: int, m: int) -> list[tuple[int, int, int]]:
@@ -74,7 +77,7 @@ def window_budget(spec: ModelSpec, qa: QAConfig, caption: CaptionRecord) -> int:
     """Characters of C_detail one free-mode call can show: the generator's context less its
     reply (the most questions one call asks), the prompt and the summary. Raises
     ContextLengthError when that leaves less than MIN_WINDOW_CHARS."""
-    duration = max([caption.duration, *(x.end for x in caption.detail)])
+    duration = max([caption.duration, *(x.start for x in caption.detail)])
     k = max(1, math.ceil(duration / qa.window_s - 1e-9))
     per_call = max(math.ceil(qa.questions_per_video / k), qa.cross_window_questions, 1)
     reply = REPLY_TOKENS_PER_QUESTION * per_call + 40
