@@ -1,14 +1,17 @@
-"""Kill the synthesis run (`rewatch synth`, what the demo runs) with SIGKILL at a random point
-in each stage, rerun it: the final records equal those of an uninterrupted run (same ids, same
-content), and no request for a finished item reaches the model again.
+"""Kill the main job (`rewatch demo`) with SIGKILL at a random request inside each of its model
+stages (Stage 1 captions, Stage 2 questions and MCQs, Stage 3 chains, the O&R reward), rerun
+it: the records equal those of an uninterrupted run (same ids, same content), and no request
+for a finished item reaches the model again (only the one in flight at the kill is asked twice).
 
-The LLM is the real embedded SmolLM2, served to the demo process through a scripted loopback
-server (`ScriptedTestServer` whose replies come from llama.cpp) so every request is counted at
-the server and the kill lands at a chosen request.
+The videos are real generated clips captioned by the default object captioner (in process).
+Every LLM role is the SCRIPTED stand-in `ScriptedPipelineModel` (tests/pipeline_scripted.py,
+not a model) behind the loopback ScriptedTestServer, so each request is counted at the server,
+the stage it belongs to is known, and the kill lands on a chosen request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -16,122 +19,136 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pipeline_scripted import ScriptedPipelineModel, stage_of
 
-from rewatch.models.local import load_llama, smollm2_path
-from rewatch.models.scripted_server import ScriptedTestServer, messages_key
-from rewatch.samples import SHAPES_CUTS, synthetic_video
+import rewatch
+from rewatch.models.scripted_server import ScriptedTestServer
+from rewatch.samples import SHAPES_COUNT, SHAPES_CUTS, synthetic_video
 
 RECORDS = ("videos.jsonl", "captions.jsonl", "qa.jsonl", "mcq.jsonl", "cot.jsonl",
-           "rejected.jsonl")
-COT_SCHEMAS = ("Reasoner", "Observation", "Converted")
+           "rejected.jsonl", "rewards.jsonl")
+STAGES = ("caption", "qa", "cot", "reward")  # the demo's model stages, in the order it runs them
+REPO = Path(rewatch.__file__).resolve().parents[1]
 
 
-class EmbeddedReplies:
-    """Answers a chat request with the real embedded model; can SIGKILL a process at a given
-    request index (before answering it, so that request is in flight when the process dies)."""
+class KillSwitch:
+    """The server's responder: the scripted model, which can SIGKILL the demo process at its
+    n-th request of a run (before answering it, so that request is in flight when it dies)."""
 
     def __init__(self) -> None:
-        self.llama = load_llama(smollm2_path(), 4096, None)
-        self.titles: list[str] = []
-        self.kill_at: int | None = None
-        self.pid: int | None = None
+        self.model = ScriptedPipelineModel()
         self.lock = threading.Lock()
+        self.pid: int | None = None
+        self.kill_at: int | None = None
+        self.seen = 0
 
-    def __call__(self, body: dict) -> str:
-        fmt = body.get("response_format") or {}
+    def arm(self, pid: int, kill_at: int | None) -> None:
         with self.lock:
-            self.titles.append(str(fmt.get("schema", {}).get("title")))
-            n = len(self.titles) - 1
-            if self.kill_at is not None and n >= self.kill_at and self.pid is not None:
+            self.pid, self.kill_at, self.seen = pid, kill_at, 0
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        with self.lock:
+            n, self.seen = self.seen, self.seen + 1
+            if n == self.kill_at and self.pid is not None:
                 os.kill(self.pid, signal.SIGKILL)
-                self.kill_at = None
                 return ""  # nobody is waiting for this reply any more
-            # llama.cpp is not thread-safe: one generation at a time
-            out = self.llama.create_chat_completion(
-                messages=body["messages"], response_format=fmt or None,
-                temperature=body.get("temperature", 0.0), max_tokens=body.get("max_tokens"),
-                seed=body.get("seed"))
-        return out["choices"][0]["message"]["content"] or ""
+        return self.model(body)
 
 
-def stage_of(title: str, seen_cot: bool) -> str:
-    if title == "Summary":
-        return "caption"
-    if title.startswith(COT_SCHEMAS):
-        return "cot"
-    return "after" if seen_cot else "qa"
+def request_key(body: dict[str, Any]) -> str:
+    """One request as the response cache sees it: model, messages, schema, sampling."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def stage_ranges(titles: list[str]) -> dict[str, list[int]]:
-    ranges: dict[str, list[int]] = {"caption": [], "qa": [], "cot": [], "after": []}
-    seen_cot = False
-    for i, t in enumerate(titles):
-        s = stage_of(t, seen_cot)
-        seen_cot = seen_cot or s == "cot"
-        ranges[s].append(i)
-    return ranges
+def overrides(url: str) -> list[str]:
+    """Every LLM role of the demo config (llm, probe_small) on the scripted server."""
+    out = []
+    for name in ("llm", "probe_small"):
+        for key, value in (("backend", "openai"), ("base_url", url), ("model", f"scripted-{name}"),
+                           ("max_retries", 0), ("timeout_s", 120)):
+            out += ["--set", f"models.{name}.{key}={value}"]
+    return out + ["--set", "synth.qa.questions_per_video=3"]
 
 
-def synth(folder: Path, out: Path, url: str, replies: EmbeddedReplies) -> int:
+def demo(videos: Path, out: Path, srv: ScriptedTestServer, switch: KillSwitch,
+         kill_at: int | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """Run `rewatch demo` to the end (or to the kill): its exit code and the requests it sent."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    start = len(srv.requests)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rewatch.cli", "synth", str(folder), "--out", str(out),
-         "--set", "models.llm.backend=openai", "--set", f"models.llm.base_url={url}",
-         "--set", "models.llm.structured=json_object", "--set", "models.llm.max_retries=0",
-         "--set", "models.llm.timeout_s=900",
-         "--set", "synth.qa.questions_per_video=2", "--set", "synth.concurrency=1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    replies.pid = proc.pid
-    _, err = proc.communicate(timeout=1800)
+        [sys.executable, "-m", "rewatch.cli", "demo", "--videos", str(videos), "--out", str(out),
+         *overrides(srv.base_url)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    switch.arm(proc.pid, kill_at)
+    _, err = proc.communicate(timeout=600)
     if proc.returncode not in (0, -signal.SIGKILL):
-        raise AssertionError(err[-3000:])
-    return proc.returncode
+        raise AssertionError(f"demo exited {proc.returncode}: {err[-3000:]}")
+    return proc.returncode, srv.requests[start:]
 
 
-def records(out: Path) -> dict[str, dict[str, dict]]:
-    """Per file: id -> record, without run-specific fields (wall times)."""
+def records(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per file: id -> record, without wall-time fields."""
     result = {}
     for name in RECORDS:
         path = out / name
         rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-        result[name] = {r["id"]: {k: v for k, v in r.items() if "seconds" not in k}
-                        for r in rows}
+        by_id = {r["id"]: {k: v for k, v in r.items() if "seconds" not in k} for r in rows}
+        assert len(by_id) == len(rows), f"{name}: {len(rows) - len(by_id)} duplicated ids"
+        result[name] = by_id
     return result
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_sigkill_in_each_stage_then_rerun_matches_an_uninterrupted_run(tmp_path):
-    folder = tmp_path / "videos"
-    synthetic_video(folder / "shapes.mp4", SHAPES_CUTS)
-    replies = EmbeddedReplies()
-    with ScriptedTestServer(replies) as srv:
-        assert synth(folder, tmp_path / "reference", srv.base_url, replies) == 0
+@pytest.mark.timeout(900)
+def test_sigkill_in_each_stage_of_the_demo_then_rerun_matches_an_uninterrupted_run(tmp_path):
+    videos = tmp_path / "videos"
+    for spec in (SHAPES_CUTS, SHAPES_COUNT):
+        synthetic_video(videos / f"{spec.name}.mp4", spec)
+    switch = KillSwitch()
+    seed = int(os.environ.get("REWATCH_KILL_SEED", random.SystemRandom().randrange(10**6)))
+    rng = random.Random(seed)
+    t0 = time.monotonic()
+    with ScriptedTestServer(switch) as srv:
+        rc, sent = demo(videos, tmp_path / "reference", srv, switch)
+        assert rc == 0
         reference = records(tmp_path / "reference")
-        ranges = stage_ranges(replies.titles)
-        n_reference = len(replies.titles)
-        assert ranges["caption"] and ranges["qa"], ranges  # the embedded run asks in both
-        rng = random.Random(7)
-        killed_stages = []
-        for stage in ("caption", "qa", "cot"):
-            if not ranges[stage]:
-                continue  # the tiny model left this stage nothing to do (reported below)
-            out = tmp_path / f"killed-{stage}"
-            start = len(srv.requests)
-            replies.kill_at = rng.choice(ranges[stage])
-            assert synth(folder, out, srv.base_url, replies) == -signal.SIGKILL
-            assert synth(folder, out, srv.base_url, replies) == 0
-            assert records(out) == reference, f"records differ after a kill in {stage}"
-            mine = srv.requests[start:]
-            counts: dict[str, int] = {}
-            for body in mine:
-                key = messages_key(body["messages"])
-                counts[key] = counts.get(key, 0) + 1
-            repeated = [k for k, c in counts.items() if c > 1]
-            # only the request in flight at the kill may be asked again
-            assert len(repeated) <= 1, f"{len(repeated)} requests repeated after a kill in {stage}"
-            assert len(mine) <= n_reference + 1
-            killed_stages.append(stage)
-    print(f"killed in {killed_stages}; stage requests {({k: len(v) for k, v in ranges.items()})}")
+        keys = [request_key(b) for b in sent]
+        stages = [stage_of(b) for b in sent]
+        # the reference run yields at every step, so every stage below is killed for real
+        for name in ("qa.jsonl", "mcq.jsonl", "cot.jsonl", "rejected.jsonl", "rewards.jsonl"):
+            assert reference[name], f"the reference run wrote no {name}"
+        assert set(reference["rewards.jsonl"]) == set(reference["cot.jsonl"])
+        ranges = {s: [i for i, x in enumerate(stages) if x == s] for s in STAGES}
+        assert all(ranges.values()), {s: len(r) for s, r in ranges.items()}
+        assert stages == sorted(stages, key=STAGES.index), "stages ran out of order"
+
+        kills = {}
+        for stage in STAGES:
+            out = tmp_path / f"killed-in-{stage}"
+            kill_at = rng.choice(ranges[stage])
+            kills[stage] = kill_at
+            why = f"kill at request {kill_at} ({stage}), REWATCH_KILL_SEED={seed}"
+            rc, before = demo(videos, out, srv, switch, kill_at)
+            assert rc == -signal.SIGKILL, why
+            # the run up to the kill asked what the reference asked, in the same order
+            assert [request_key(b) for b in before] == keys[:kill_at + 1], why
+            rc, after = demo(videos, out, srv, switch)
+            assert rc == 0, why
+            assert records(out) == reference, f"records differ from the reference after a {why}"
+            # every reference request was asked once, the one in flight at the kill twice
+            asked = Counter(request_key(b) for b in before + after)
+            expected = Counter(keys) + Counter([keys[kill_at]])
+            assert asked == expected, (
+                f"{why}: {sum((asked - expected).values())} requests asked again, "
+                f"{sum((expected - asked).values())} never asked")
+    counts = {name[:-6]: len(v) for name, v in reference.items()}
+    print(f"\nrecords {counts}; requests per stage "
+          f"{ {s: f'{r[0]}-{r[-1]}' for s, r in ranges.items()} }; kills {kills} "
+          f"(REWATCH_KILL_SEED={seed}); {time.monotonic() - t0:.0f} s")
