@@ -22,7 +22,7 @@ from typing import Any
 
 from cot_scripted import Agents, echo_observer, evidence_reasoner, options_of, step
 from qa_scripted import Panel, Q
-from reward_scripted import judge_reply
+from reward_scripted import judge_reply, words
 
 from rewatch.video.stats import NAMED_COLOURS
 
@@ -154,10 +154,17 @@ def anchored_reply(prompt: str) -> dict[str, Any]:
 
 
 def cloze_observer(content: str) -> dict[str, Any]:
-    """The Observer echoes its caption lines (cot_scripted), with colons as commas: an
-    observation holds no colon."""
-    out = echo_observer(content)
-    return out | {"observation": out["observation"].replace(":", ",")}
+    """A_O by the prompt it gets. Quoting (`observer_mode: quote`): the listed quotes that
+    share a word with the action (at most 4; else the first). Phrasing (`llm`): cot_scripted's
+    echo of the caption lines, with colons as commas (an observation holds no colon)."""
+    if "\nQuotes:\n" not in content:
+        out = echo_observer(content)
+        return out | {"observation": out["observation"].replace(":", ",")}
+    action = re.search(r"^Action: (.+)$", content, re.M).group(1)
+    quotes = content.split("\nQuotes:\n", 1)[1].splitlines()
+    wanted = words(re.sub(r"\d{2}:\d{2}", " ", action))
+    picked = [q for q in quotes if words(q.split("] ", 1)[-1]) & wanted]
+    return {"quotes": (picked or quotes)[:4]}
 
 
 def cloze_reasoner(messages: list[dict[str, Any]]) -> dict[str, Any]:
