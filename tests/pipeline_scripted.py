@@ -10,8 +10,8 @@ Stage 2 questions are clozes over a target caption line ("At 00:05, which word f
 in: A ___ square appears at the top right?"), so every judge role can solve one from the caption
 lines its prompt shows. The roles reuse the scripted panels of the other stage tests:
 `qa_scripted.Panel` (its dispatch and verdicts, with each question derived from the prompt
-instead of a table), `cot_scripted.Agents` (Reasoner, Observer, converter) and
-`reward_scripted.judge_reply` (observation judge, M_infer, answer judge).
+instead of a table), `cot_scripted.Agents` (Reasoner, phrasing Observer, converter; the quoting
+Observer is here) and `reward_scripted.judge_reply` (observation judge, M_infer, answer judge).
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ import json
 import re
 from typing import Any
 
-from cot_scripted import Agents, echo_observer, evidence_reasoner, options_of, step
+from cot_scripted import (
+    Agents,
+    echo_observer,
+    evidence_reasoner,
+    options_of,
+    schema_of,
+    step,
+)
 from qa_scripted import Panel, Q
 from reward_scripted import judge_reply, words
 
@@ -154,17 +161,21 @@ def anchored_reply(prompt: str) -> dict[str, Any]:
 
 
 def cloze_observer(content: str) -> dict[str, Any]:
-    """A_O by the prompt it gets. Quoting (`observer_mode: quote`): the listed quotes that
-    share a word with the action (at most 4; else the first). Phrasing (`llm`): cot_scripted's
-    echo of the caption lines, with colons as commas (an observation holds no colon)."""
-    if "\nQuotes:\n" not in content:
-        out = echo_observer(content)
-        return out | {"observation": out["observation"].replace(":", ",")}
+    """A_O phrasing (`observer_mode: llm`): cot_scripted's echo of the caption lines, with
+    colons as commas (an observation holds no colon)."""
+    out = echo_observer(content)
+    return out | {"observation": out["observation"].replace(":", ",")}
+
+
+def quote_observer(body: dict[str, Any]) -> dict[str, Any]:
+    """A_O quoting (`observer_mode: quote`): the listed quotes that share a word with the
+    action, as many as the schema allows (else the first)."""
+    content = body["messages"][0]["content"]
     action = re.search(r"^Action: (.+)$", content, re.M).group(1)
     quotes = content.split("\nQuotes:\n", 1)[1].splitlines()
     wanted = words(re.sub(r"\d{2}:\d{2}", " ", action))
-    picked = [q for q in quotes if words(q.split("] ", 1)[-1]) & wanted]
-    return {"quotes": (picked or quotes)[:4]}
+    picked = [q for q in quotes if words(q.split("] ", 1)[-1]) & wanted] or quotes
+    return {"quotes": picked[:schema_of(body)["properties"]["quotes"]["maxItems"]]}
 
 
 def cloze_reasoner(messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -226,6 +237,8 @@ class ScriptedPipelineModel:
         stage = STAGE_OF_ROLE[role]
         if role == "summary":
             return json.dumps(summary_reply(body["messages"][0]["content"]))
+        if role == "observer" and "\nQuotes:\n" in body["messages"][0]["content"]:
+            return json.dumps(quote_observer(body))
         if stage == "qa":
             return self.panel(body)
         if stage == "cot":
