@@ -297,3 +297,18 @@ def test_tidy_summary_removes_loops_not_words():
     assert tidy_summary(looped) == "A red circle moves."
     assert tidy_summary("First. Second!") == "First. Second!"
     assert tidy_summary("an unfinished only sentence") == "an unfinished only sentence"
+
+
+async def test_a_summarizer_context_too_small_is_an_error_line(tmp_path):
+    path = synthetic_video(tmp_path / "count.mp4", SHAPES_COUNT).path
+    with ScriptedTestServer(ScriptedVLM()) as srv:
+        cfg = _scripted_config(srv.base_url)
+        cfg.models["vlm"].n_ctx = 400  # 560 characters: not two part summaries and the prompt
+        run = RunDir(tmp_path / "run", cfg)
+        models = Models(cfg)
+        stats = await caption_videos([path], cfg, run, models)
+        await models.aclose()
+    assert (stats.captioned, stats.failed) == (0, 1)
+    (err,) = list(run.errors.read())
+    assert err["error"] == "ContextLengthError" and "raise models.<summarizer>.n_ctx" in err[
+        "message"]

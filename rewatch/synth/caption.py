@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from rewatch.config import Config
-from rewatch.models.base import ChatModel, Message
+from rewatch.models.base import ChatModel, ContextLengthError, Message
 from rewatch.models.registry import Models
 from rewatch.schema import CaptionLine, CaptionRecord, VideoRecord, mmss
 from rewatch.store import RunDir, stable_id
@@ -198,8 +198,9 @@ async def summarize(detail: list[CaptionLine], summarizer: ChatModel, budget: in
     while True:
         room = budget - len(load_prompt(prompt))
         if room < 2 * (len(mmss(0)) * 2 + 260):  # two part summaries must fit one call
-            raise ValueError(f"{summarizer.name}: a {budget}-character summary budget leaves "
-                             f"{room} for the caption; raise models.<summarizer>.n_ctx")
+            raise ContextLengthError(f"{summarizer.name}: a {budget}-character summary budget "
+                                     f"leaves {room} for the caption; raise "
+                                     "models.<summarizer>.n_ctx")
         groups, cut = pack_lines(lines, room)
         out.cut_chars += cut
         out.levels += 1
