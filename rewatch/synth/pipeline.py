@@ -109,10 +109,13 @@ async def score_chains(run: RunDir, cfg: Config,
     items = [{"response": c.cot, "answer": c.answer, "question": c.question,
               "options": c.options, "caption": captions[c.video_id].detail_text()} for c in todo]
     judge = build_judge(cfg, "config", cache)
-    scored = await score_many(items, judge=judge, weights=RewardWeights.from_config(cfg.reward),
-                              concurrency=cfg.synth.concurrency)
-    for chain, b in zip(todo, scored, strict=True):
-        rewards.append({"id": chain.id, **b.to_dict()})
+    weights = RewardWeights.from_config(cfg.reward)
+    step = max(1, cfg.synth.concurrency)
+    for i in range(0, len(todo), step):  # written batch by batch: a kill loses one batch
+        scored = await score_many(items[i:i + step], judge=judge, weights=weights,
+                                  concurrency=step)
+        for chain, b in zip(todo[i:i + step], scored, strict=True):
+            rewards.append({"id": chain.id, **b.to_dict()})
     rows = list(rewards.read())
     means = {k: _mean([r.get(k) for r in rows]) for k in ("overall", "acc", "obs", "rea", "fmt")}
     return {"scored": len(todo), "total": len(rows),
