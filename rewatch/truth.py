@@ -178,7 +178,9 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
             ok &= any(_moves(s, d) or _side(s, t, d, spec.width, spec.height)
                       for s in about for d in dirs)
         if numbers and ok and not (colours or kinds or dirs):
-            counts = {truth.count_at(lo + k * 0.25) for k in range(int((hi - lo) / 0.25) + 1)}
+            # a count holds at the evidence moment itself (just after it, within half a second;
+            # the count a second earlier or later is another answer)
+            counts = {truth.count_at(t) for t in (a, a + 0.25, a + 0.5, b)}
             ok &= any(n in counts for n in numbers)
         if events and ok and not (colours or kinds or dirs or numbers):
             if events & {"still", "stays"}:
