@@ -104,3 +104,17 @@ def test_answer_truth_checks_the_facts_at_the_evidence_time():
     assert answer_truth(truth, q, "right", [(1.0, 5.0)]) == "true"
     assert answer_truth(truth, q, "up", [(1.0, 5.0)]) == "false"
     assert answer_truth(truth, "What happens?", "nothing much", [(1.0, 5.0)]) == "unverifiable"
+
+
+def test_a_window_inside_a_shot_does_not_start_the_video_again(tmp_path: Path) -> None:
+    from rewatch.samples import SHAPES_MIX
+
+    truth = synthetic_video(synthetic_path(tmp_path, SHAPES_MIX), SHAPES_MIX)
+    cfg = load_config("demo", ["synth.caption.frames_per_call=8"])  # 4 s windows, 4 of them
+    info = probe(truth.path)
+    lines, _ = asyncio.run(detail_caption(truth.path, cfg, ObjectCaptioner(), info,
+                                          segment(truth.path, cfg.video, info)))
+    texts = [x.text for x in lines]
+    assert sum(t.startswith("The video starts") for t in texts) == 1
+    assert sum(t.startswith("New shot") for t in texts) == 1  # the one cut, at 7 s
+    assert any(t.startswith("The shot goes on") for t in texts)

@@ -102,3 +102,54 @@ def test_report_renders_in_headless_chromium_and_nothing_executes(tmp_path):
         browser.close()
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+REAL_RUN = Path(__file__).parent / "data" / "demo_run"
+
+
+def real_run(dest: Path) -> tuple[Path, list[dict]]:
+    """The records of one generated video from a real `rewatch demo` run (embedded Qwen2.5-Coder
+    -1.5B and object captioner; captured once into tests/data/demo_run), with the video itself
+    regenerated here from its spec and the paths pointed at it."""
+    import json
+
+    from rewatch.samples import SYNTHETIC_SPECS, synthetic_path, synthetic_video
+
+    source = json.loads((REAL_RUN / "source.json").read_text())
+    spec = next(s for s in SYNTHETIC_SPECS if s.name == source["spec"])
+    video = str(synthetic_video(synthetic_path(dest / "videos", spec), spec).path)
+    run = dest / "run"
+    for name in ("videos", "captions", "qa", "mcq", "cot", "rewards"):
+        for line in (REAL_RUN / f"{name}.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            for key in ("path", "video_path"):
+                if key in rec:
+                    rec[key] = video
+            JsonlFile(run / f"{name}.jsonl").append(rec)
+    chains = [json.loads(x) for x in (REAL_RUN / "cot.jsonl").read_text().splitlines()]
+    return run, chains
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (.ci/run installs it)")
+def test_a_real_chain_from_a_real_run_renders_with_its_tags(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    run, chains = real_run(tmp_path)
+    assert chains and all(c["n_actions"] >= 2 for c in chains)
+    out = build_report(run)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(out.as_uri())
+        assert page.locator(".chain").count() == len(chains)
+        actions = sum(c["cot"].count("<action>") for c in chains)
+        assert page.locator(".chain .tag-action").count() == actions
+        assert page.locator(".chain .tag-observation").count() == actions
+        text = page.inner_text("body")
+        for c in chains:
+            assert c["question"] in text
+        page.screenshot(path=str(tmp_path / "real.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "real.png").stat().st_size > 10_000

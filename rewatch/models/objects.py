@@ -41,7 +41,7 @@ from rewatch.models.cache import ResponseCache
 from rewatch.models.tagger import TagRequest, imagenet_tags, parse_request
 from rewatch.video.stats import NAMED_COLOURS, colour_labels
 
-CAPTIONER_VERSION = "1"
+CAPTIONER_VERSION = "2"
 WORK_W = 320  # frames are analysed at most this wide
 _NAMES = list(NAMED_COLOURS)
 _RGB = np.array([NAMED_COLOURS[n] for n in _NAMES], np.float32)
@@ -206,11 +206,14 @@ class ObjectCaptioner(BaseChatModel):
         shots = _split_shots(times, req.shot_changes, req.duration)
         lines: list[dict[str, Any]] = []
         for k, (idx, start, end) in enumerate(shots):
-            lines += self._shot(k, idx, start, end, times, frames,
+            lead = "New shot"
+            if k == 0 and start <= 0 and not req.at_cut:
+                lead = "The shot goes on" if req.continues else "The video starts"
+            lines += self._shot(lead, idx, start, end, times, frames,
                                 [req.images[order[i]] for i in idx])
         return sorted(lines, key=lambda x: (x["start"], x["end"]))
 
-    def _shot(self, k: int, idx: list[int], start: float, end: float, times: list[float],
+    def _shot(self, lead: str, idx: list[int], start: float, end: float, times: list[float],
               frames: list[np.ndarray], images: list[Image.Image]) -> list[dict[str, Any]]:
         shot_frames = [frames[i] for i in idx]
         shot_times = [times[i] for i in idx]
@@ -227,7 +230,6 @@ class ObjectCaptioner(BaseChatModel):
         plain = float((dist < 40).mean()) >= self.plain_share
         # over a plain background a camera move cannot be seen: a global shift is an object's
         moving_camera = not plain and math.hypot(vx, vy) > self.pan_speed
-        lead = "The video starts" if k == 0 and start <= 0 else "New shot"
         scene = self._scene_words(median, plain, bg_rgb, images)
         camera = ""
         if moving_camera:

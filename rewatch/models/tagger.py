@@ -95,6 +95,8 @@ class TagRequest:
     images: list[Image.Image]
     duration: float
     shot_changes: list[float] | None  # None: not given, find them from the frames
+    continues: bool = False  # the window starts in the middle of a shot that began earlier
+    at_cut: bool = False  # the window starts at a shot change (not at the video's start)
 
 
 def parse_request(messages: list[Message]) -> TagRequest:
@@ -130,7 +132,9 @@ def parse_request(messages: list[Message]) -> TagRequest:
     duration = float(dur.group(1)) if dur else times[-1] + spacing
     shots = _SHOTS.search(text)
     changes = [float(x) for x in _NUMBER.findall(shots.group(1))] if shots else None
-    return TagRequest(times, images, duration, changes)
+    return TagRequest(times, images, duration, changes,
+                      continues="in the middle of a shot" in text,
+                      at_cut="of the video, at a shot change" in text)
 
 
 _DIRECTION = {"left": "leftwards", "right": "rightwards", "up": "upwards", "down": "downwards"}
