@@ -23,7 +23,7 @@ from rewatch.truth import heldout_specs, run_correctness
 def test_embedded_stage2_yields_questions_and_mcqs(tmp_path):
     spec = heldout_specs(4, seed=11)[0]
     video = synthetic_video(synthetic_path(tmp_path, spec), spec).path
-    cfg = load_config("demo", ["synth.qa.questions_per_video=4"])
+    cfg = load_config("demo", ["synth.qa.questions_per_video=6"])
     out = tmp_path / "run"
     result = asyncio.run(synthesize([video], cfg, out, ("caption", "qa")))
     run = RunDir(out)
@@ -34,8 +34,8 @@ def test_embedded_stage2_yields_questions_and_mcqs(tmp_path):
     print(f"\nembedded Stage 2 on {spec.name}: {len(accepted)}/{qa['candidates']} accepted, "
           f"{len(mcqs)} MCQs, rejected {qa['rejected']}, calls {qa['calls']}; "
           f"truth: {run_correctness(out)}")
-    assert qa["errors"] == 0 and qa["candidates"] == 4
-    assert len(accepted) + sum(r["stage"] == "qa" for r in rejected) == 4
+    assert qa["errors"] == 0 and qa["candidates"] == 6
+    assert len(accepted) + sum(r["stage"] == "qa" for r in rejected) == 6
     assert accepted, "the 1.5B model accepted no question"
     assert mcqs, "no accepted question became a multiple-choice item"
     for r in accepted:
