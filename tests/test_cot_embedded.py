@@ -43,7 +43,8 @@ async def test_embedded_model_runs_stage3_and_resumes_without_calls(tmp_path):
     assert models["llm"].stats["calls"] >= 1  # tokens were generated, not replayed
     for rec in run.file("cot.jsonl").read():
         kept = CoTRecord.model_validate(rec)
-        assert validate_chain(kept.cot, kept.trajectory, kept.answer, caption.duration).ok
+        assert validate_chain(kept.cot, kept.trajectory, kept.answer, caption.duration,
+                              context=[kept.question, *kept.options.values()]).ok
     targets = CaptionIndex(caption).query_targets()
     records = [*run.file("cot.jsonl").read(), *run.file("rejected.jsonl").read()]
     for rec in run.file("rejected.jsonl").read():

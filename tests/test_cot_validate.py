@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from rewatch.schema import CoTStep
@@ -15,8 +18,6 @@ TRAJ = [
             observation="At 00:01-00:02: a red circle moving right on a navy background"),
     CoTStep(thought="done", final_answer="B"),
 ]
-CAPTION = ("[00:01-00:02] a red circle appears; a red circle moving right on a navy background\n"
-           "[00:05-00:06] a yellow square appears on a gray background")
 CONTEXT = ["What colour is the circle that appears at 00:01?", "blue", "red", "green", "yellow"]
 
 
@@ -29,7 +30,7 @@ def chain(answer: str = "B", obs2: str | None = None, conclusion: str = "So it i
 
 
 def check(text: str, answer: str = "B"):
-    return validate_chain(text, TRAJ, answer, 12.0, context=CONTEXT, caption=CAPTION)
+    return validate_chain(text, TRAJ, answer, 12.0, context=CONTEXT)
 
 
 def test_a_faithful_chain_passes():
@@ -81,7 +82,36 @@ def test_prose_that_states_an_unobserved_video_fact_is_rejected():
     r = check(chain(conclusion="It is red, and later a yellow square appears."))
     assert r.reason == "prose_adds_facts" and "square" in r.detail
     # reasoning words that are not facts of the video are free
-    assert check(chain(conclusion="Therefore, having verified it twice, it is red.")).ok
+    assert check(chain(conclusion="Therefore, having verified it, it is red.")).ok
+
+
+def test_prose_that_invents_facts_the_caption_never_mentions_is_rejected():
+    r = check(chain(conclusion="The angry chef smashes a green bottle and a giraffe appears."))
+    assert r.reason == "prose_adds_facts"
+    assert {"angry", "chef", "smashes", "bottle", "giraffe"} <= set(
+        r.detail.removeprefix("the reasoning states ").removesuffix(", never observed")
+        .split(", "))
+    assert check(chain(conclusion="I counted it twice, so it is red.")).reason == "prose_adds_facts"
+
+
+def test_plain_reasoning_sentences_pass():
+    steps = [s.model_copy() for s in TRAJ[:2]]
+    text = render_chain(steps, ["I re-watch this part to check it."] * 2,
+                        "The observations settle the question.", "B")
+    assert check(text).ok
+    text = render_chain(steps, ["I need to find the circle.", "I check 00:01 to confirm it."],
+                        "Because the circle is red, the answer is B, so it is red.", "B")
+    assert check(text).ok
+
+
+def test_a_real_kept_chain_passes():
+    """The chain the embedded default kept on the demo (tests/data/demo_run, captured once)."""
+    rec = json.loads((Path(__file__).parent / "data" / "demo_run" / "cot.jsonl")
+                     .read_text().splitlines()[0])
+    traj = [CoTStep.model_validate(s) for s in rec["trajectory"]]
+    r = validate_chain(rec["cot"], traj, rec["answer"], 12.0,
+                       context=[rec["question"], *rec["options"].values()])
+    assert r.ok, r
 
 
 def test_a_chain_without_actions_is_rejected():

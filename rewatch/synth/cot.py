@@ -468,8 +468,7 @@ async def synthesize_one(mcq: MCQRecord, caption: CaptionRecord, models: Models,
             traj.reason, traj.detail = "invalid_converter_reply", str(e)[:300]
     if cot is not None:
         check = validate_chain(cot, traj.steps, mcq.answer, _duration(caption),
-                               context=[mcq.question, *mcq.options.values()],
-                               caption=caption.detail_text())
+                               context=[mcq.question, *mcq.options.values()])
         if not check.ok:
             traj.reason, traj.detail = check.reason, check.detail
     if traj.reason is not None:

@@ -6,6 +6,12 @@ order, every `<observation>` in the converted text is supported by the trajector
 in the video. Support is lexical: each content word (stemmed, stopwords aside) of the checked
 text must occur in the evidence. That is strict on purpose: a colour, count or object that the
 evidence does not contain is a new fact.
+
+The prose M_convert writes around the tags (step sentences and conclusion) is held to the same
+rule: each of its content words must be in an observation, an action, the question or an option,
+or be an option letter, or one of `META_WORDS` (talk about watching) or `REASONING_WORDS`
+(talk about deciding).
+Anything else, a chef, a bottle, a giraffe, is a fact the trajectory never observed.
 """
 
 from __future__ import annotations
@@ -25,9 +31,22 @@ META_WORDS = frozenset(content_words(
     # connectives that order what the lines say without adding a fact
     "then next followed later also first finally"
 ))
+# Words the prose may use to reason about the question, without stating a fact of the video. The
+# list is short on purpose: a word a converted chain needs that is not here is rejected, and the
+# rejection (`prose_adds_facts`, with the word) says which word to consider adding.
+REASONING_WORDS = frozenset(content_words(
+    "need needs check checks checked checking confirm confirms confirmed verify verifies verified "
+    "because so therefore thus hence since must should may might think thought find found "
+    "search searched searching look again re rewatch rewatching question questions ask asks asked "
+    "answer answers answered option options choice correct right wrong match matches matching "
+    "observation observations evidence settle settles settled specific specified given "
+    "whether step steps have has had having clear clearly sure "
+    "colour color"  # naming the attribute asked about; a colour itself must be observed
+))
 TAGS = ("action", "observation", "answer")
 _TAG = re.compile(r"<(/?)(action|observation|answer|think)>")
 _CLOCK = re.compile(r"(?<![\d:])(\d{1,2}:\d{2}(?::\d{2})?)(?![\d:])")
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")  # option letters the prose may name
 _LETTER = re.compile(r"^\s*\(?([A-Z])\b")
 
 
@@ -124,12 +143,14 @@ def prose_of(cot: str) -> str:
 
 
 def validate_chain(cot: str, trajectory: list[CoTStep], answer: str, duration: float, *,
-                   context: Iterable[str] = (), caption: str | None = None) -> ChainCheck:
+                   context: Iterable[str] = ()) -> ChainCheck:
     """Check a converted chain against its trajectory and the ground truth (see module doc).
 
-    `context` (question, options) may be named freely; with `caption` (the whole C_detail),
-    the prose is also checked: a word of the video's caption that neither the observations nor
-    the context contain is a fact the chain never observed.
+    Checked in order: balanced tags; the answer letter is `answer`; at least one action, each one
+    the trajectory took; every timestamp inside `duration`; every `<observation>` word in the
+    trajectory's observations; every content word of the prose outside the tags in the
+    observations, the actions, `context` (question and options), an option letter, `META_WORDS`
+    or `REASONING_WORDS`.
     """
     problem = check_tags(cot)
     if problem:
@@ -166,12 +187,9 @@ def validate_chain(cot: str, trajectory: list[CoTStep], answer: str, duration: f
         if extra:
             return ChainCheck(False, "observation_not_in_trajectory",
                               f"{obs[:160]!r} adds {', '.join(extra[:8])}")
-    if caption is not None:
-        video_words = set(content_words(caption))
-        seen = [*evidence, *(s.action or "" for s in trajectory), *context]
-        extra = [w for w in unsupported_words(prose_of(cot), seen, META_WORDS)
-                 if content_words(w)[0] in video_words or w.isdigit()]
-        if extra:
-            return ChainCheck(False, "prose_adds_facts",
-                              f"the reasoning states {', '.join(extra[:8])}, never observed")
+    seen = [*evidence, *(s.action or "" for s in trajectory), *context]
+    extra = unsupported_words(prose_of(cot), seen, META_WORDS | REASONING_WORDS | _LETTERS)
+    if extra:
+        return ChainCheck(False, "prose_adds_facts",
+                          f"the reasoning states {', '.join(extra[:8])}, never observed")
     return ChainCheck(True)
