@@ -32,11 +32,12 @@ async def test_observer_reads_frames_through_the_captioner(tmp_path):
         cfg = scripted_config(srv.base_url, observer_uses_frames=True)
         models = models_for(cfg, run)
         await synthesize_cot(run, cfg, models)
-        tagger_calls = models[cfg.synth.caption.captioner].stats["calls"]
+        captioner_calls = models[cfg.synth.caption.captioner].stats["calls"]
     records = list(run.file("cot.jsonl").read()) + list(run.file("rejected.jsonl").read())
     obs = records[0]["trajectory"][0]["observation"]
-    assert agents.calls["observer"] == 0 and tagger_calls == 1  # frames, not the caption text
-    assert "tags:" in obs  # the tagger's lines, labelled as tags
+    assert agents.calls["observer"] == 0 and captioner_calls == 1  # frames, not the caption text
+    # the object captioner's sentences about the frames of 00:01-00:02: the red circle is there
+    assert "red circle" in obs and "The video starts" not in obs
     stamps = re.findall(r"\[(\d{2}):(\d{2})-(\d{2}):(\d{2})\]", obs)
     assert stamps and all(1 <= int(a) * 60 + int(b) <= int(c) * 60 + int(d) <= 2
                           for a, b, c, d in stamps)

@@ -49,6 +49,13 @@ def write_run(run: Path) -> None:
                                              "rea": 0.0, "fmt": 0.5})
 
 
+def launch(p):  # type: ignore[no-untyped-def]
+    """Debian's Chromium, headless, with nothing that reaches the network."""
+    return p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
 def test_chain_highlighting_escapes_first_then_marks_tags():
     html = str(highlight_chain("<action>segment_query(00:07)</action><script>x</script>",
                                "vX", [0.0, 6.5]))
@@ -82,9 +89,7 @@ def test_report_renders_in_headless_chromium_and_nothing_executes(tmp_path):
     out = build_report(tmp_path)
     shot = tmp_path / "report.png"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.goto(out.as_uri())
         assert page.locator(".timeline .shot").count() == 6
@@ -138,9 +143,7 @@ def test_a_real_chain_from_a_real_run_renders_with_its_tags(tmp_path):
     assert chains and all(c["n_actions"] >= 2 for c in chains)
     out = build_report(run)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.goto(out.as_uri())
         assert page.locator(".chain").count() == len(chains)

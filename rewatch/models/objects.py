@@ -25,8 +25,6 @@ precision on generated videos with known ground truth.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -36,9 +34,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from rewatch.models.base import BaseChatModel, Message, Usage
 from rewatch.models.cache import ResponseCache
-from rewatch.models.tagger import TagRequest, imagenet_tags, parse_request
+from rewatch.models.tagger import FrameCaptioner, TagRequest, imagenet_tags
 from rewatch.video.stats import NAMED_COLOURS, colour_labels
 
 CAPTIONER_VERSION = "2"
@@ -175,7 +172,7 @@ def camera_shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return (float(dx), float(dy)) if response > 0.05 else (0.0, 0.0)
 
 
-class ObjectCaptioner(BaseChatModel):
+class ObjectCaptioner(FrameCaptioner):
     """M_cap's embedded stand-in: objects, their motion and counts, shots and camera motion."""
 
     _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="objects")
@@ -189,13 +186,6 @@ class ObjectCaptioner(BaseChatModel):
         self.imagenet_floor = imagenet_floor
         self.pan_speed = pan_speed  # frame widths per second of global shift: the camera moves
         self.max_objects = max_objects  # per shot (half of it on textured scenes)
-
-    async def _complete(self, messages: list[Message], schema_json: dict[str, Any] | None,
-                        temperature: float, max_tokens: int, seed: int) -> tuple[str, Usage]:
-        request = parse_request(messages)
-        loop = asyncio.get_running_loop()
-        lines = await loop.run_in_executor(self._executor, self.describe, request)
-        return json.dumps({"lines": lines}), Usage(0, 0)
 
     # --- the chunk --------------------------------------------------------------------------
     def describe(self, req: TagRequest) -> list[dict[str, Any]]:

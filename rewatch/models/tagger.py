@@ -144,7 +144,24 @@ def _pct(share: float) -> str:
     return f"{round(share * 100)}%"
 
 
-class FrameTagger(BaseChatModel):
+class FrameCaptioner(BaseChatModel):
+    """An in-process captioner behind the chat interface: it reads the VLM request
+    (`parse_request`) and answers `{"lines": ...}` from `describe`, in its own worker thread."""
+
+    _executor: ThreadPoolExecutor
+
+    async def _complete(self, messages: list[Message], schema_json: dict[str, Any] | None,
+                        temperature: float, max_tokens: int, seed: int) -> tuple[str, Usage]:
+        request = parse_request(messages)
+        loop = asyncio.get_running_loop()
+        lines = await loop.run_in_executor(self._executor, self.describe, request)
+        return json.dumps({"lines": lines}), Usage(0, 0)
+
+    def describe(self, req: TagRequest) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class FrameTagger(FrameCaptioner):
     """M_cap's embedded stand-in: ImageNet tags and frame statistics as timestamped lines."""
 
     _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagger")
@@ -156,13 +173,6 @@ class FrameTagger(BaseChatModel):
         self.window_s = window_s
         self.min_confidence = min_confidence
         self.cut_change = cut_change
-
-    async def _complete(self, messages: list[Message], schema_json: dict[str, Any] | None,
-                        temperature: float, max_tokens: int, seed: int) -> tuple[str, Usage]:
-        request = parse_request(messages)
-        loop = asyncio.get_running_loop()
-        lines = await loop.run_in_executor(self._executor, self.describe, request)
-        return json.dumps({"lines": lines}), Usage(0, 0)
 
     def describe(self, req: TagRequest) -> list[dict[str, Any]]:
         """The tagger's lines for one chunk, times relative to it, sorted by start."""
