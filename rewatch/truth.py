@@ -23,6 +23,7 @@ from typing import Any
 
 from rewatch.samples import GroundTruth, Shape, SyntheticSpec
 from rewatch.schema import CaptionLine
+from rewatch.text import numbers_in
 from rewatch.video.stats import NAMED_COLOURS
 
 KINDS = ("circle", "square", "rectangle", "triangle")
@@ -30,8 +31,6 @@ _KIND_WORDS = {"circle": "circle", "circles": "circle", "square": "square", "squ
                "rectangle": "rectangle", "rectangles": "rectangle", "triangle": "triangle",
                "triangles": "triangle"}
 _DIRECTIONS = ("left", "right", "up", "down")
-_NUMBER_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten".split())}
 _COLOUR_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, NAMED_COLOURS), key=len,
                                                      reverse=True)) + r")\b")
 TOL = 1.0  # seconds either side
@@ -43,12 +42,6 @@ def colours_in(text: str) -> list[str]:
 
 def kinds_in(text: str) -> list[str]:
     return [_KIND_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _KIND_WORDS]
-
-
-def numbers_in(text: str) -> list[int]:
-    out = [int(x) for x in re.findall(r"\b\d+\b", text)]
-    out += [_NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _NUMBER_WORDS]
-    return out
 
 
 def _visible(truth: GroundTruth, a: float, b: float) -> list[Shape]:

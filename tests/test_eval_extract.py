@@ -12,8 +12,8 @@ from rewatch.eval.extract import (
     iou_1d,
     iou_box,
     numbers_in,
-    seconds,
 )
+from rewatch.text import clock_seconds
 
 OPTS5 = {L: f"option text {L.lower()}" for L in "ABCDE"}
 OPTS6 = {L: f"reason {L}" for L in "ABCDEF"}
@@ -141,7 +141,7 @@ def test_numbers_in_words_and_digits() -> None:
 
 
 def test_spans_boxes_and_iou() -> None:
-    assert seconds("01:05") == 65.0 and seconds("1:02:03") == 3723.0
+    assert clock_seconds("01:05") == 65.0 and clock_seconds("1:02:03") == 3723.0
     assert extract_span("It happens from 00:12 to 00:20.") == (12.0, 20.0)
     assert extract_span("<answer>[12.5, 20]</answer>") == (12.5, 20.0)
     assert extract_span("between 7 and 3 seconds") is None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rewatch.text import ONES, SCALES, TENS, clock_seconds, numbers_in, word_number
+
 # --- shared helpers ----------------------------------------------------------------------------
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
@@ -153,33 +155,14 @@ def extract_choice(reply: str, options: dict[str, str] | None = None,
 
 # --- numbers (counting) ------------------------------------------------------------------------
 
-_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-          "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
-          "eighteen", "nineteen"]
-_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-WORDS: dict[str, int] = {w: i for i, w in enumerate(_UNITS)}
-WORDS.update({w: 20 + 10 * i for i, w in enumerate(_TENS)})
-_WORD_RE = (r"(?:(?:" + "|".join(_TENS) + r")(?:[\s-](?:" + "|".join(_UNITS[1:10]) + r"))?|"
-            r"(?:a|one)\s+hundred|" + "|".join(sorted(_UNITS, key=len, reverse=True)) + ")")
-_NUM = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w])|\b(" + _WORD_RE + r")\b",
-                  re.I)
+# a run of number words ("one hundred and five", "twenty-one"); read by rewatch.text
+_NUM_WORD = "|".join(sorted([*ONES, *TENS, *SCALES], key=len, reverse=True))
+_WORD_RE = (r"(?:(?:a\s+(?=hundred|thousand))?(?:" + _NUM_WORD + r")"
+            r"(?:[\s-]+(?:and[\s-]+)?(?:" + _NUM_WORD + r"))*)")
 _COUNT_EXPLICIT = re.compile(
     r"\b(?:answer|count|total|number)\b[^.\n<]{0,40}?(?:is|:|=|would be|of)\s*:?\s*"
     r"(?:approximately\s+|about\s+|exactly\s+)?[\s*\"'\[(]*"
     r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?|" + _WORD_RE + r")\b", re.I)
-
-
-def word_number(text: str) -> int | None:
-    """'seven' -> 7, 'twenty-one' -> 21, 'a hundred' -> 100; None when not a number word."""
-    t = re.sub(r"[\s-]+", " ", text.strip().casefold())
-    if t in WORDS:
-        return WORDS[t]
-    if t.endswith("hundred"):
-        return 100
-    parts = t.split(" ")
-    if len(parts) == 2 and parts[0] in _TENS and parts[1] in WORDS and WORDS[parts[1]] < 10:
-        return WORDS[parts[0]] + WORDS[parts[1]]
-    return None
 
 
 def _to_int(token: str) -> int | None:
@@ -187,20 +170,11 @@ def _to_int(token: str) -> int | None:
     if re.fullmatch(r"\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?", token):
         value = float(token.replace(",", ""))
         return int(value) if value.is_integer() else None
-    return word_number(token)
-
-
-def numbers_in(text: str) -> list[int]:
-    """Every integer written in `text`, in order (non-integral decimals are skipped)."""
-    out: list[int] = []
-    for m in _NUM.finditer(text):
-        if m.group(3):
-            v = word_number(m.group(3))
-        else:
-            v = _to_int(m.group(1) + (m.group(2) or ""))
-        if v is not None:
-            out.append(v)
-    return out
+    number = word_number(token)
+    if number is None:  # "six and eight": the first number, as the count is written first
+        found = numbers_in(token)
+        return found[0] if found else None
+    return number
 
 
 def extract_number(reply: str) -> Extraction:
@@ -231,15 +205,6 @@ _BOX = re.compile(r"[\[(]\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\
                   r"\s*,\s*(-?\d+(?:\.\d+)?)\s*[\])]")
 
 
-def seconds(token: str) -> float:
-    """'01:05' -> 65.0, '1:02:03' -> 3723.0, '12.5' -> 12.5."""
-    parts = token.split(":")
-    total = 0.0
-    for p in parts:
-        total = total * 60 + float(p)
-    return total
-
-
 def extract_span(text: str) -> tuple[float, float] | None:
     """The last time span written in `text` ("00:12-00:20", "[12.5, 20]", "3 to 7 seconds")."""
     block = answer_block(text)
@@ -247,7 +212,10 @@ def extract_span(text: str) -> tuple[float, float] | None:
     for m in reversed(list(_SPAN.finditer(body))):
         if _BOX.search(body[max(0, m.start() - 2): m.end() + 20]) and body.count(",") >= 3:
             continue  # part of a box, not a span
-        a, b = seconds(m.group(1)), seconds(m.group(2))
+        try:
+            a, b = clock_seconds(m.group(1)), clock_seconds(m.group(2))
+        except ValueError:  # "1:75" is no time
+            continue
         return (min(a, b), max(a, b))
     return None
 
@@ -266,7 +234,10 @@ def bracket_span(text: str) -> tuple[float, float] | None:
     hits = _BRACKET_SPAN.findall(body)
     if not hits:
         return None
-    a, b = seconds(hits[-1][0]), seconds(hits[-1][1])
+    try:
+        a, b = clock_seconds(hits[-1][0]), clock_seconds(hits[-1][1])
+    except ValueError:
+        return None
     return (min(a, b), max(a, b))
 
 

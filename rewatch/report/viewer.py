@@ -22,6 +22,7 @@ from markupsafe import Markup, escape
 from rewatch.config import VideoConfig
 from rewatch.schema import mmss
 from rewatch.store import JsonlFile
+from rewatch.text import clock_seconds
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,6 @@ def _read(run: Path, name: str) -> list[dict[str, Any]]:
     return list(JsonlFile(run / name).read())
 
 
-def _seconds(m: re.Match[str]) -> int:
-    h, mm, ss = m.group(1), m.group(2), m.group(3)
-    return int(h or 0) * 3600 + int(mm) * 60 + int(ss)
-
-
 def highlight_chain(text: str, video_id: str, line_starts: list[float]) -> Markup:
     """Escape a chain of thought, then mark its tags and link MM:SS times to caption lines."""
     safe = str(escape(text))
@@ -48,7 +44,10 @@ def highlight_chain(text: str, video_id: str, line_starts: list[float]) -> Marku
         return "</span>" if m.group(1) else f'<span class="tag-{m.group(2)}">'
 
     def link(m: re.Match[str]) -> str:
-        t = _seconds(m)
+        try:
+            t = clock_seconds(m.group(0))
+        except ValueError:  # "12:75" is no time
+            return m.group(0)
         if not line_starts:
             return m.group(0)
         nearest = min(range(len(line_starts)), key=lambda i: abs(line_starts[i] - t))

@@ -12,6 +12,8 @@ import unicodedata
 from functools import lru_cache
 from typing import Literal
 
+from rewatch.text import number_spans
+
 AnswerKind = Literal["choice", "count", "free"]
 
 # One upper-case letter, alone or as "(B)", "B.", "B)", "B: text", "B. text"
@@ -22,12 +24,6 @@ _LONE_LETTER = re.compile(r"(?<![A-Za-z0-9])[A-Z](?![A-Za-z0-9])")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[a-z]+")
 
-_ONES = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen".split())}
-_TENS = {w: 10 * i for i, w in enumerate(
-    "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "_"}
-_SCALES = {"hundred": 100, "thousand": 1000}
 
 
 def _norm(text: str) -> str:
@@ -119,39 +115,6 @@ def choice_letter(answer: str, options: dict[str, str] | None = None) -> tuple[s
     return None, "not_an_option: the answer names no option letter"
 
 
-def _word_numbers(words: list[str]) -> list[int]:
-    """Numbers written in words ("seven", "twenty-one", "one hundred and five"); two numbers
-    side by side ("six and eight", "seven eight") stay two numbers."""
-    found: list[int] = []
-    total = current = 0
-    last = ""  # "", "ones", "tens" or "scale": the kind of the previous number word
-    for i, w in enumerate([*words, "."]):
-        if w == "a" and i + 1 < len(words) and words[i + 1] in _SCALES:
-            w = "one"
-        if w in _SCALES and last:
-            current = max(current, 1) * _SCALES[w]
-            if _SCALES[w] >= 1000:
-                total, current = total + current, 0
-            last = "scale"
-            continue
-        if w == "and" and last == "scale":
-            continue
-        v = _ONES.get(w, _TENS.get(w))
-        kind = "ones" if w in _ONES else "tens"
-        if v is not None:
-            joins = last == "scale" or (last == "tens" and kind == "ones" and 0 < v < 10)
-            if last and not joins:
-                found.append(total + current)
-                total = current = 0
-            current += v
-            last = kind
-            continue
-        if last:
-            found.append(total + current)
-        total, current, last = 0, 0, ""
-    return found
-
-
 def parse_count(text: str) -> tuple[int | None, str]:
     """The one integer a counting answer states (digits or words), or None and why not."""
     values: set[float] = set()
@@ -160,7 +123,8 @@ def parse_count(text: str) -> tuple[int | None, str]:
             values.add(float(tok.replace(",", "")))
         except ValueError:
             return None, f"bad_number: {tok!r}"
-    values.update(float(v) for v in _word_numbers(_WORD.findall(text.lower().replace("-", " "))))
+    words = _WORD.findall(text.lower().replace("-", " "))
+    values.update(float(v) for *_, v in number_spans(words))
     if not values:
         return None, "no_number: the answer states no number"
     if len(values) > 1:

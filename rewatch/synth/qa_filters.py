@@ -23,6 +23,7 @@ from rewatch.config import Config, QAConfig
 from rewatch.models import ChatModel, Models, SchemaError
 from rewatch.schema import CaptionLine, CaptionRecord, mmss
 from rewatch.synth.tools import ArgumentError, content_words, parse_timestamp
+from rewatch.text import digits_for_words
 
 PROMPTS = Path(__file__).parent / "prompts"
 PROBE_PROMPTS = ("qa_probe_1.md", "qa_probe_2.md", "qa_probe_3.md")
@@ -59,15 +60,13 @@ class SameAnswer(BaseModel):
 
 
 # --- answer equivalence ------------------------------------------------------------------------
-_NUMBERS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve".split())}
 _ARTICLES = {"a", "an", "the"}
 
 
 def normalize_answer(text: str) -> str:
     """Lowercase, punctuation and articles dropped, number words as digits."""
     words = re.findall(r"[a-z0-9]+(?:\.[0-9]+)?", str(text).lower())
-    return " ".join(_NUMBERS.get(w, w) for w in words if w not in _ARTICLES)
+    return " ".join(w for w in digits_for_words(words) if w not in _ARTICLES)
 
 
 def answer_tokens(text: str) -> set[str]:

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from rewatch.schema import CaptionLine, CaptionRecord, mmss
+from rewatch.text import TIMESTAMP_HELP, clock_seconds
 
 log = logging.getLogger(__name__)
 
 TOOLS = ("segment_retrieval", "segment_query")
-TIMESTAMP_HELP = "MM:SS, HH:MM:SS, seconds (65 or 65.5) or a span MM:SS-MM:SS"
 _STOP = frozenset(
     "a an the and or of to in on at by for with from is are was were be been it its this that "
     "these those there here as into onto over under than then so do does did what which who whom "
@@ -55,8 +55,6 @@ def content_words(text: str) -> list[str]:
 
 
 # --- timestamps --------------------------------------------------------------------------------
-_CLOCK = re.compile(r"^(?:(\d{1,2}):)?(\d{1,3}):(\d{1,2})(?:\.\d+)?$")
-_SECONDS = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:s|sec|secs|seconds?)?$")
 _SPAN_SEP = re.compile(r"\s*(?:-|–|—|\bto\b|~)\s*")
 
 
@@ -65,20 +63,12 @@ class ArgumentError(ValueError):
 
 
 def parse_time(text: str) -> float:
-    """One timestamp (MM:SS, HH:MM:SS or seconds) as seconds; ArgumentError says what is wrong."""
-    t = text.strip().strip("[]()<>'\" ").strip()
-    if not t:
-        raise ArgumentError(f"empty timestamp; use {TIMESTAMP_HELP}")
-    m = _CLOCK.match(t)
-    if m:
-        h, mnt, sec = int(m.group(1) or 0), int(m.group(2)), int(m.group(3))
-        if sec >= 60 or (m.group(1) is not None and mnt >= 60):
-            raise ArgumentError(f"timestamp {t!r} has a field of 60 or more; use {TIMESTAMP_HELP}")
-        return float(h * 3600 + mnt * 60 + sec)
-    m = _SECONDS.match(t)
-    if m:
-        return float(m.group(1))
-    raise ArgumentError(f"cannot read timestamp {t!r}; use {TIMESTAMP_HELP}")
+    """One timestamp (MM:SS, HH:MM:SS or seconds) as seconds (`rewatch.text.clock_seconds`);
+    ArgumentError says what is wrong."""
+    try:
+        return clock_seconds(text)
+    except ValueError as e:
+        raise ArgumentError(str(e)) from None
 
 
 def parse_timestamp(text: str) -> tuple[float, float]:

@@ -46,7 +46,8 @@ from rewatch.eval.benchmarks.base import (
     safe_video_path,
     summarize,
 )
-from rewatch.eval.extract import extract_number, seconds
+from rewatch.eval.extract import extract_number
+from rewatch.text import clock_seconds
 
 
 def parse_interval(raw: Any) -> tuple[float, float] | None:
@@ -57,7 +58,7 @@ def parse_interval(raw: Any) -> tuple[float, float] | None:
         raw = [raw.get("start"), raw.get("end")]
     if isinstance(raw, str):
         parts = [p for p in raw.replace("–", "-").replace(",", "-").split("-") if p.strip()]
-        raw = [seconds(p.strip().strip("[]() ")) for p in parts]
+        raw = [clock_seconds(p.strip().strip("[]() ")) for p in parts]
     if isinstance(raw, list | tuple) and len(raw) == 2 and all(v is not None for v in raw):
         a, b = float(raw[0]), float(raw[1])
         return (min(a, b), max(a, b))
