@@ -1,4 +1,5 @@
-"""The one reader of each small text form the stages share: timestamps and numbers in words.
+"""The one reader of each small text form the stages share: timestamps, numbers in words and
+prompt files.
 
 The reward, the evaluation, the Observer's tools, the QA filters and the viewer all call these,
 so "one hundred and five" is 105 and "1:02:03" is 3723 s wherever it is read.
@@ -7,6 +8,15 @@ so "one hundred and five" is 105 and "1:02:03" is 3723 s wherever it is read.
 from __future__ import annotations
 
 import re
+from importlib import resources
+
+
+def load_prompt(name: str, package: str = "rewatch.synth", *, strip: bool = False) -> str:
+    """The prompt file `name` under `package`'s prompts/ folder, read at each call (so an edited
+    prompt takes effect at the next request); `strip` drops trailing whitespace."""
+    text = resources.files(package).joinpath(f"prompts/{name}").read_text(encoding="utf-8")
+    return text.rstrip() if strip else text
+
 
 # --- timestamps --------------------------------------------------------------------------------
 TIMESTAMP_HELP = "MM:SS, HH:MM:SS, seconds (65 or 65.5) or a span MM:SS-MM:SS"

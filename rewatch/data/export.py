@@ -10,16 +10,16 @@ The paper's SFT loss is L_Cap + L_QA + L_CoT: the same video with three instruct
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from rewatch.schema import CaptionRecord, CoTRecord, MCQRecord, mmss
 from rewatch.store import JsonlFile
+from rewatch.text import load_prompt
 
 
-def _prompt(name: str) -> str:
-    return resources.files("rewatch.data").joinpath(f"prompts/{name}.txt").read_text().strip()
+def _sft_prompt(name: str) -> str:
+    return load_prompt(f"{name}.txt", "rewatch.data", strip=True)
 
 
 def format_options(options: dict[str, str]) -> str:
@@ -38,14 +38,14 @@ def sft_samples(captions: list[CaptionRecord], mcqs: list[MCQRecord],
     out: list[dict[str, Any]] = []
     for c in captions:
         out.append({"id": f"cap-{c.id}", "task": "caption", "video": c.video_path, "messages": [
-            _user(c.video_path, _prompt("sft_caption")),
+            _user(c.video_path, _sft_prompt("sft_caption")),
             {"role": "assistant", "content": c.detail_text()}]})
     for kind, items in (("direct", mcqs), ("think", chains)):
         for m in items:
             cap = by_video.get(m.video_id)
             if cap is None:
                 continue
-            text = _prompt(f"sft_{kind}").format(duration=f"00:00-{mmss(cap.duration)}",
+            text = _sft_prompt(f"sft_{kind}").format(duration=f"00:00-{mmss(cap.duration)}",
                                                  question=m.question,
                                                  options=format_options(m.options))
             answer = m.answer if kind == "direct" else m.cot  # type: ignore[union-attr]
@@ -71,7 +71,7 @@ def rl_records(captions: list[CaptionRecord], mcqs: list[MCQRecord]) -> list[dic
         cap = by_video.get(m.video_id)
         if cap is None:
             continue
-        text = _prompt("sft_think").format(duration=f"00:00-{mmss(cap.duration)}",
+        text = _sft_prompt("sft_think").format(duration=f"00:00-{mmss(cap.duration)}",
                                            question=m.question, options=format_options(m.options))
         out.append({"id": m.id, "data_source": "rewatch", "ability": "video_reasoning",
                     "prompt": [{"role": "user", "content": "<video>" + text}],

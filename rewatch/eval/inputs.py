@@ -7,13 +7,13 @@ import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from rewatch.config import Config
 from rewatch.eval.benchmarks.base import EvalItem
 from rewatch.schema import CaptionRecord, mmss
+from rewatch.text import load_prompt as read_prompt
 
 Message = dict[str, Any]
 
@@ -21,9 +21,7 @@ Message = dict[str, Any]
 def load_prompt(name: str, *, strip: bool = True) -> str:
     """A prompt file under rewatch/eval/prompts/ (`strip=False` keeps it byte for byte, as the
     official prompts must be)."""
-    text = resources.files("rewatch.eval").joinpath(f"prompts/{name}.txt").read_text(
-        encoding="utf-8")
-    return text.rstrip() if strip else text
+    return read_prompt(f"{name}.txt", "rewatch.eval", strip=strip)
 
 
 def prompt_name(item: EvalItem, mode: str, style: str, official: str | None,

@@ -18,7 +18,6 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from functools import cache, lru_cache
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
@@ -28,8 +27,8 @@ from rewatch.reward.answers import AnswerKind
 from rewatch.reward.parse import Step
 from rewatch.schema import CaptionLine, CaptionRecord
 from rewatch.synth.tools import ArgumentError, caption_index, parse_action, parse_time
+from rewatch.text import load_prompt
 
-PROMPTS = Path(__file__).parent / "prompts"
 _CLOCK = r"\d{1,2}:\d{2}(?::\d{2})?"
 _KEYWORD = re.compile(r"^\s*(?:query|q|text|description)\s*=\s*")
 _CLOCK_RE = re.compile(rf"(?<![\d:])({_CLOCK})(?![\d:])")
@@ -47,15 +46,10 @@ class Verdict(BaseModel):
     reason: str = Field("", max_length=160)
 
 
-@cache
-def prompt(name: str) -> str:
-    """A judge prompt file under reward/prompts/."""
-    return (PROMPTS / name).read_text(encoding="utf-8")
-
-
 def _data_message(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    text = load_prompt(name, "rewatch.reward")
     return [{"role": "user",
-             "content": prompt(name).replace("{data}", json.dumps(data, ensure_ascii=False))}]
+             "content": text.replace("{data}", json.dumps(data, ensure_ascii=False))}]
 
 
 @lru_cache(maxsize=256)

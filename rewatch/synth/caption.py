@@ -24,21 +24,16 @@ from rewatch.models.base import ChatModel, ContextLengthError, Message
 from rewatch.models.registry import Models
 from rewatch.schema import CaptionLine, CaptionRecord, VideoRecord, mmss
 from rewatch.store import RunDir, stable_id
+from rewatch.text import load_prompt
 from rewatch.video.io import VideoInfo, probe
 from rewatch.video.sampling import image_part, span_frames
 from rewatch.video.segment import Segmentation, segment
 
 log = logging.getLogger(__name__)
 
-PROMPTS = Path(__file__).parent / "prompts"
 STAGE = "caption"
 SUMMARY_TOKENS = 120  # the summarizer's reply (the schema allows 240 characters)
 LABEL_SLACK = 0.006  # frame labels and the window length are written to 0.01 s
-
-
-def load_prompt(name: str) -> str:
-    """The text of a prompt file under synth/prompts/."""
-    return (PROMPTS / name).read_text(encoding="utf-8")
 
 
 class RelativeLine(BaseModel):

@@ -14,8 +14,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
-from pathlib import Path
+from functools import lru_cache
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, RootModel, create_model
@@ -42,16 +41,10 @@ from rewatch.synth.tools import (
     parse_action,
     parse_timestamp,
 )
+from rewatch.text import load_prompt
 
 log = logging.getLogger(__name__)
-PROMPTS = Path(__file__).parent / "prompts"
 STAGE = "cot"
-
-
-@cache
-def prompt(name: str) -> str:
-    """A prompt file under synth/prompts/."""
-    return (PROMPTS / name).read_text(encoding="utf-8")
 
 
 class ReasonerStep(BaseModel):
@@ -197,8 +190,8 @@ async def reasoner(model: ChatModel, mcq: MCQRecord, duration: float,
     with `must_answer` (and `min_actions` met) only `final_answer` is.
     """
     messages: list[dict[str, Any]] = [
-        {"role": "system", "content": prompt("cot_reasoner.md")},
-        {"role": "user", "content": prompt("cot_question.md").format(
+        {"role": "system", "content": load_prompt("cot_reasoner.md")},
+        {"role": "user", "content": load_prompt("cot_question.md").format(
             end=mmss(duration), question=mcq.question, options=options_text(mcq.options))},
     ]
     for s in steps:
@@ -266,7 +259,7 @@ async def observer(model: ChatModel, action: str, result: ToolResult) -> str:
     reply to those lines' words (else the trajectory ends)."""
     lines = format_lines(result.lines)
     schema = observer_schema(tuple(f"{mmss(c.start)}-{mmss(c.end)}" for c in result.lines))
-    reply = await model.chat([{"role": "user", "content": prompt("cot_observer.md").format(
+    reply = await model.chat([{"role": "user", "content": load_prompt("cot_observer.md").format(
         action=action, lines=lines)}], schema=schema, max_tokens=REPLY_TOKENS)
     obs = reply.parsed
     return check_observation(obs.observation, lines, obs.timestamps, result)
@@ -297,9 +290,9 @@ async def quote_observer(model: ChatModel, action: str, result: ToolResult) -> s
     is those clauses verbatim, `At <their timestamps>: clause; clause`. The model decides what
     is relevant, not how to say it, so it cannot add a word; `check_observation` still runs."""
     options = quote_options(result)
-    reply = await model.chat([{"role": "user", "content": prompt("cot_observer_quote.md").format(
-        action=action, quotes="\n".join(options))}], schema=quote_schema(tuple(options)),
-        max_tokens=REPLY_TOKENS)
+    text = load_prompt("cot_observer_quote.md").format(action=action, quotes="\n".join(options))
+    reply = await model.chat([{"role": "user", "content": text}],
+                             schema=quote_schema(tuple(options)), max_tokens=REPLY_TOKENS)
     picked = [q for q in options if q in set(reply.parsed.quotes)]  # the tool's order, once
     stamps = [q[1:q.index("]")] for q in picked]
     text = "; ".join(q[q.index("]") + 2:] for q in picked)
@@ -434,13 +427,13 @@ async def convert_trajectory(model: ChatModel, mcq: MCQRecord, traj: Trajectory,
                              mode: str = "prose") -> str:
     """M_convert: the trajectory as a natural chain of thought in the ReWatch format."""
     steps = evidence_steps(traj)
-    text = prompt("cot_convert.md").format(
+    text = load_prompt("cot_convert.md").format(
         question=mcq.question, options=options_text(mcq.options),
         trajectory=trajectory_text(steps), answer=traj.answer)
     if mode == "free":
         reply = await model.chat([{"role": "user", "content": text}], max_tokens=700)
         return reply.text.strip()
-    text += "\n\n" + prompt("cot_convert_json.md").format(n=len(steps))
+    text += "\n\n" + load_prompt("cot_convert_json.md").format(n=len(steps))
     reply = await model.chat([{"role": "user", "content": text}], schema=prose_schema(len(steps)),
                              max_tokens=120 + 80 * len(steps))
     return render_chain(steps, reply.parsed.steps, reply.parsed.conclusion, traj.answer or "")

@@ -12,8 +12,9 @@ from pydantic import BaseModel
 from rewatch.config import Config
 from rewatch.models import ChatModel
 from rewatch.schema import CaptionLine, CaptionRecord, mmss
-from rewatch.synth.cot import TrajectoryEnd, prompt
+from rewatch.synth.cot import TrajectoryEnd
 from rewatch.synth.tools import ToolResult
+from rewatch.text import load_prompt
 
 
 class FrameLines(BaseModel):
@@ -34,7 +35,7 @@ async def observer_frames(captioner: ChatModel, action: str, caption: CaptionRec
                                          cfg.synth.caption.fps, cfg.video,
                                          max_frames=cfg.synth.cot.observer_max_frames)
         rel = [round(f.timestamp - start, 2) for f in frames]
-        parts: list[dict[str, Any]] = [{"type": "text", "text": prompt(
+        parts: list[dict[str, Any]] = [{"type": "text", "text": load_prompt(
             "cot_observer_frames.md").format(action=action, duration=end - start,
                                              nframes=len(frames), timestamps=rel)}]
         for f, t in zip(frames, rel, strict=True):

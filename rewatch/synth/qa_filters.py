@@ -13,8 +13,6 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -23,16 +21,9 @@ from rewatch.config import Config, QAConfig
 from rewatch.models import ChatModel, Models, SchemaError
 from rewatch.schema import CaptionLine, CaptionRecord, mmss
 from rewatch.synth.tools import ArgumentError, content_words, parse_timestamp
-from rewatch.text import digits_for_words
+from rewatch.text import digits_for_words, load_prompt
 
-PROMPTS = Path(__file__).parent / "prompts"
 PROBE_PROMPTS = ("qa_probe_1.md", "qa_probe_2.md", "qa_probe_3.md")
-
-
-@cache
-def load_prompt(name: str) -> str:
-    """The text of a prompt file under synth/prompts/."""
-    return (PROMPTS / name).read_text(encoding="utf-8")
 
 
 # --- schemas of the model replies --------------------------------------------------------------

@@ -60,7 +60,7 @@ def segmenter_windows(duration: float, chunk_s: float) -> list[tuple[float, floa
 def segment_messages(frames: list[Any], t_start: float, t_end: float, fps: float
                      ) -> list[Message]:
     """The M_seg request for one window: the prompt, then each frame after its `<τs>` label."""
-    from rewatch.synth.caption import load_prompt
+    from rewatch.text import load_prompt
 
     text = load_prompt("segment.md").format(duration=t_end - t_start, start=mmss(t_start),
                                             end=mmss(t_end), nframes=len(frames), step=1 / fps)
