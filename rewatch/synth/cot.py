@@ -24,6 +24,7 @@ from rewatch.models import ChatModel, ModelError, Models, SchemaError
 from rewatch.models.base import ContextLengthError
 from rewatch.schema import CaptionLine, CaptionRecord, CoTRecord, CoTStep, MCQRecord, mmss
 from rewatch.store import RunDir, stable_id
+from rewatch.synth.cot_frames import observer_frames
 from rewatch.synth.cot_validate import (
     META_WORDS,
     answer_letter,
@@ -357,8 +358,6 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                 obs = result.text  # errors and misses are reported as they are, no model call
             elif c.observer_uses_frames:
                 try:
-                    from rewatch.synth.cot_frames import observer_frames
-
                     obs = await observer_frames(models[cfg.synth.caption.captioner], action,
                                                 caption, result, cfg)
                 except SchemaError as e:

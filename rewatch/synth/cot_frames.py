@@ -10,9 +10,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from rewatch.config import Config
-from rewatch.models import ChatModel
+from rewatch.models import ChatModel, SchemaError
 from rewatch.schema import CaptionLine, CaptionRecord, mmss
-from rewatch.synth.cot import TrajectoryEnd
 from rewatch.synth.tools import ToolResult
 from rewatch.text import load_prompt
 
@@ -46,5 +45,6 @@ async def observer_frames(captioner: ChatModel, action: str, caption: CaptionRec
             b = min(end, max(a, start + line.end))
             out.append(f"[{mmss(a)}-{mmss(b)}] {' '.join(line.text.split())}")
     if not out:
-        raise TrajectoryEnd("invalid_observer_reply", "the captioner described no frame")
+        # an empty reply fits the schema but observes nothing: the caller ends the trajectory
+        raise SchemaError("the captioner described no frame")
     return " ".join(out)

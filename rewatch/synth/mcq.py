@@ -23,6 +23,7 @@ from rewatch.models import Models, SchemaError
 from rewatch.schema import CaptionRecord, MCQRecord, QARecord
 from rewatch.store import JsonlFile, stable_id
 from rewatch.synth.qa_filters import (
+    answer_hint,
     answer_tokens,
     ask,
     caption_window,
@@ -228,8 +229,6 @@ def distractor_sets(pool: list[str], need: int, k: int, rng: random.Random) -> l
 def caption_distractors(caption: CaptionRecord, qa: QARecord, seed: int = 0) -> list[str]:
     """Detail words of the video's other caption lines (`answer_hint` of each line), in a seeded
     order, leaving out any word of the question's evidence lines (it may be true here)."""
-    from rewatch.synth.qa import answer_hint
-
     evidence = answer_tokens(" ".join(qa.evidence))
     words = []
     for line in caption.detail:

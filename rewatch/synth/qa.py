@@ -28,8 +28,10 @@ from rewatch.config import Config, QAConfig
 from rewatch.models import ChatModel, ModelError, Models, SchemaError
 from rewatch.schema import CaptionLine, CaptionRecord, QARecord, mmss
 from rewatch.store import RunDir, stable_id
+from rewatch.synth.mcq import LetterBalancer, build_video_mcqs
 from rewatch.synth.qa_filters import (
     Candidate,
+    answer_hint,
     answer_tokens,
     answer_verification,
     answers_match,
@@ -122,26 +124,6 @@ def target_types(caption: CaptionRecord, qa: QAConfig, n: int, seed: int = 0) ->
     offset per video, so the type mix follows the config."""
     off = random.Random(stable_id("types", seed, caption.id)).randrange(len(qa.question_types))
     return [qa.question_types[(off + i) % len(qa.question_types)] for i in range(n)]
-
-
-def answer_hint(caption: CaptionRecord, line: CaptionLine, seed: int = 0) -> str | None:
-    """A word of the target line that C_sum lacks and few other lines share (words in over a
-    quarter of the lines are the caption's phrasing, not a detail); longer words first, ties by
-    a seeded draw. Digits are left out (number words are not)."""
-    summary_words = answer_tokens(caption.summary)
-    others = [answer_tokens(x.text) for x in caption.detail]
-    # words in many lines are the captioner's phrasing ("object", "screen"), not a detail
-    common = {w for w in set().union(*others)
-              if len(others) >= 4 and sum(w in o for o in others) > max(2, len(others) / 4)}
-    words: list[str] = []
-    for w in re.findall(r"[A-Za-z]+", line.text):
-        tok = answer_tokens(w)
-        if tok and not tok & (summary_words | common) and w not in words:
-            words.append(w)
-    if not words:
-        return None
-    rng = random.Random(stable_id("hint", seed, caption.id, line.start, line.text))
-    return max(words, key=lambda w: (min(len(w), 8), rng.random()))
 
 
 async def anchored_generation(caption: CaptionRecord, line: CaptionLine, qtype: str,
@@ -249,7 +231,6 @@ async def generate_qa(run: RunDir, cfg: Config, models: Models, progress: Any = 
     cut off half-way replays its other finished calls from the response cache. Returns counts
     (per filter, and model calls per step).
     """
-    from rewatch.synth.mcq import LetterBalancer, build_video_mcqs
 
     qa = cfg.synth.qa
     captions = [CaptionRecord.model_validate(r) for r in run.file("captions.jsonl").read()]

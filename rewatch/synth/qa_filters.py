@@ -10,6 +10,7 @@ judge decides only partial overlaps, and the method used is recorded with every 
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field
 from rewatch.config import Config, QAConfig
 from rewatch.models import ChatModel, Models, SchemaError
 from rewatch.schema import CaptionLine, CaptionRecord, mmss
+from rewatch.store import stable_id
 from rewatch.synth.tools import ArgumentError, content_words, parse_timestamp
 from rewatch.text import digits_for_words, load_prompt
 
@@ -63,6 +65,26 @@ def normalize_answer(text: str) -> str:
 def answer_tokens(text: str) -> set[str]:
     """Content words of an answer (stemmed, stopwords out, number words as digits)."""
     return set(content_words(normalize_answer(text)))
+
+
+def answer_hint(caption: CaptionRecord, line: CaptionLine, seed: int = 0) -> str | None:
+    """A word of the target line that C_sum lacks and few other lines share (words in over a
+    quarter of the lines are the caption's phrasing, not a detail); longer words first, ties by
+    a seeded draw. Digits are left out (number words are not)."""
+    summary_words = answer_tokens(caption.summary)
+    others = [answer_tokens(x.text) for x in caption.detail]
+    # words in many lines are the captioner's phrasing ("object", "screen"), not a detail
+    common = {w for w in set().union(*others)
+              if len(others) >= 4 and sum(w in o for o in others) > max(2, len(others) / 4)}
+    words: list[str] = []
+    for w in re.findall(r"[A-Za-z]+", line.text):
+        tok = answer_tokens(w)
+        if tok and not tok & (summary_words | common) and w not in words:
+            words.append(w)
+    if not words:
+        return None
+    rng = random.Random(stable_id("hint", seed, caption.id, line.start, line.text))
+    return max(words, key=lambda w: (min(len(w), 8), rng.random()))
 
 
 @dataclass
