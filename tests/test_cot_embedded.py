@@ -14,7 +14,8 @@ from rewatch.models import Models
 from rewatch.models.cache import ResponseCache
 from rewatch.schema import CoTRecord
 from rewatch.store import RunDir
-from rewatch.synth.cot import QUERY_PATTERN, synthesize_cot
+from rewatch.synth.cot import synthesize_cot
+from rewatch.synth.cot_agents import QUERY_PATTERN
 from rewatch.synth.cot_stats import cot_stats
 from rewatch.synth.cot_validate import validate_chain
 from rewatch.synth.tools import CaptionIndex, parse_action

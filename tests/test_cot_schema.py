@@ -27,16 +27,16 @@ from pydantic import ValidationError
 from rewatch.models.base import json_schema_of
 from rewatch.models.scripted_server import ScriptedTestServer
 from rewatch.schema import CoTStep, mmss
-from rewatch.synth.cot import (
+from rewatch.synth.cot import synthesize_cot
+from rewatch.synth.cot_agents import (
     extractive_observer,
     observer_schema,
     open_targets,
-    prose_schema,
     quote_options,
     quote_schema,
     reasoner_schema,
-    synthesize_cot,
 )
+from rewatch.synth.cot_convert import prose_schema
 from rewatch.synth.tools import CaptionIndex, parse_action
 
 TRUTH = truth_of(SPEC)

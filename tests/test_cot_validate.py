@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rewatch.schema import CoTStep
-from rewatch.synth.cot import render_chain
+from rewatch.synth.cot_convert import render_chain
 from rewatch.synth.cot_validate import check_tags, validate_chain
 
 TRAJ = [

@@ -62,11 +62,13 @@ def test_each_parser_has_one_implementation():
 def test_prompt_files_have_one_loader():
     import rewatch.reward.judges as judges
     import rewatch.synth.caption as caption
-    import rewatch.synth.cot as cot
+    import rewatch.synth.cot_agents as cot
+    import rewatch.synth.cot_convert as convert
     import rewatch.synth.qa_filters as qa_filters
     from rewatch.eval.inputs import load_prompt as eval_prompt
     from rewatch.text import load_prompt
 
     assert caption.load_prompt is qa_filters.load_prompt is cot.load_prompt is load_prompt
+    assert convert.load_prompt is load_prompt
     assert judges.load_prompt is load_prompt and not hasattr(cot, "prompt")
     assert eval_prompt("text_proxy") == load_prompt("text_proxy.txt", "rewatch.eval").rstrip()

@@ -1,0 +1,64 @@
+"""M_convert (paper section 3.3): a trajectory as a natural chain of thought with `<action>`,
+`<observation>` and `<answer>` tags, in prose mode (schema-held sentences around the trajectory's
+own actions and observations) or free mode."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import BaseModel, Field, create_model
+
+from rewatch.models import ChatModel
+from rewatch.schema import CoTStep, MCQRecord
+from rewatch.synth.cot_agents import Trajectory, options_text
+from rewatch.text import load_prompt
+
+# M_convert's prose sentences (prose mode) are sentences: a first word of letters, a space, then
+# 8-220 more characters. A list marker ("1. The first step") cannot start one (it is layout,
+# and its number would be rejected as a fact no observation holds), nor can a bare letter ("A").
+PROSE_PATTERN = r'^[A-Za-z][A-Za-z\x27-]* [^"\\\x00-\x1f\x7f]{8,220}$'
+
+
+def evidence_steps(traj: Trajectory) -> list[CoTStep]:
+    """The action steps whose observation came from the video (errors and misses left out)."""
+    return [traj.steps[i] for i in traj.evidence]
+
+
+def render_chain(steps: list[CoTStep], reasoning: list[str], conclusion: str, answer: str) -> str:
+    """The ReWatch CoT layout (prompts/cot_convert.md): reasoning, <action>, <observation> per
+    step, then the conclusion and <answer>."""
+    blocks = [f"{' '.join(r.split())}\n<action>{s.action}</action>\n"
+              f"<observation>{s.observation}</observation>" for s, r in zip(steps, reasoning,
+                                                                           strict=True)]
+    return "\n".join([*blocks, f"{' '.join(conclusion.split())}\n<answer>{answer}</answer>"])
+
+
+def trajectory_text(steps: list[CoTStep]) -> str:
+    return "\n".join(f"Step {i}\nThought: {s.thought}\nAction: {s.action}\n"
+                     f"Observation: {s.observation}" for i, s in enumerate(steps, 1))
+
+
+@lru_cache(maxsize=64)
+def prose_schema(n: int) -> type[BaseModel]:
+    """M_convert's reply in prose mode: exactly `n` step sentences and a conclusion, each a
+    sentence by `PROSE_PATTERN` (at most 240 characters)."""
+    sentence = Annotated[str, Field(max_length=240, pattern=PROSE_PATTERN)]
+    return create_model("ConvertedProse", steps=(list[sentence], Field(
+        min_length=n, max_length=n)), conclusion=(sentence, ...))
+
+
+async def convert_trajectory(model: ChatModel, mcq: MCQRecord, traj: Trajectory,
+                             mode: str = "prose") -> str:
+    """M_convert: the trajectory as a natural chain of thought in the ReWatch format."""
+    steps = evidence_steps(traj)
+    text = load_prompt("cot_convert.md").format(
+        question=mcq.question, options=options_text(mcq.options),
+        trajectory=trajectory_text(steps), answer=traj.answer)
+    if mode == "free":
+        reply = await model.chat([{"role": "user", "content": text}], max_tokens=700)
+        return reply.text.strip()
+    text += "\n\n" + load_prompt("cot_convert_json.md").format(n=len(steps))
+    reply = await model.chat([{"role": "user", "content": text}], schema=prose_schema(len(steps)),
+                             max_tokens=120 + 80 * len(steps))
+    return render_chain(steps, reply.parsed.steps, reply.parsed.conclusion, traj.answer or "")
