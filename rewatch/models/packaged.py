@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rewatch.models.base import ModelError
 
@@ -61,22 +62,21 @@ DEFAULT_LLM = "qwen2.5-coder-1.5b"
 SETUP_HINT = "run `make setup` (or `python -m rewatch.models.packaged setup`)"
 
 
-def _module_dir(module: str) -> Path:
+def _import(module: str) -> Any:
     try:
-        mod = importlib.import_module(module)
+        return importlib.import_module(module)
     except ImportError:
         dist = module.replace("_", "-")
         raise ModelError(f"the package {dist!r} is not installed; {SETUP_HINT}") from None
-    return Path(mod.__file__ or "").parent
+
+
+def _module_dir(module: str) -> Path:
+    return Path(_import(module).__file__ or "").parent
 
 
 def _part_paths(m: PackagedModel) -> list[Path]:
-    paths = []
-    for module in m.parts:  # the tuple's order is the numeric order, never a glob's
-        _module_dir(module)
-        mod = importlib.import_module(module)
-        paths.append(Path(mod.get_part_path()))
-    return paths
+    # the tuple's order is the numeric order, never a glob's
+    return [Path(_import(module).get_part_path()) for module in m.parts]
 
 
 def joined_path(m: PackagedModel, cache_dir: Path | None = None) -> Path:
