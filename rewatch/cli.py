@@ -10,6 +10,7 @@ from rewatch.clikit import ConfigOpt, SetOpt, console, get_config, setup_logging
 from rewatch.eval.cli import app as eval_app
 from rewatch.reward.cli import app as reward_app
 from rewatch.synth.cli import app as synth_app
+from rewatch.train.cli import app as train_app
 from rewatch.video.cli import app as video_app
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(video_app, name="video")
 app.add_typer(synth_app, name="synth")
 app.add_typer(reward_app, name="reward")
 app.add_typer(eval_app, name="eval")
+app.add_typer(train_app, name="train")
 
 
 @app.callback()
@@ -42,11 +44,6 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     from rewatch.config import dump_config
 
     typer.echo(dump_config(get_config(config, set_)))
-
-
-def _reserved(name: str, issue: str) -> None:
-    console.print(f"[yellow]`rewatch {name}` is reserved and not built yet ({issue}).[/yellow]")
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -103,25 +100,44 @@ def serve(
 def export(
     run: str = typer.Argument(..., help="Run directory."),
     out: str | None = typer.Option(None, help="Output folder (default RUN/export)."),
+    format_: list[str] = typer.Option(["trl", "llamafactory", "verl"], "--format", "-f",
+                                      help="trl | llamafactory | verl (repeatable)."),
+    exclude_bench: list[str] = typer.Option([], "--exclude-bench", help="A benchmark file "
+                                            "([NAME=]FILE): its questions and videos are kept "
+                                            "out of the data (repeatable)."),
+    external: list[str] = typer.Option([], "--external", help="A Video-R1-format QA file "
+                                       "mixed into RL, FILE[:RATIO] (ratio per ReWatch RL "
+                                       "sample, default 0.5; repeatable)."),
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Export multi-task SFT data (caption / direct answer / thinking) and RL data from a run:
-    sft.jsonl (TRL messages), sft_llamafactory.json, rl.jsonl (verl fields).
+    """Export training data from a run, deduplicated, leak-checked and split by video: TRL
+    (SFT messages, text-proxy prompt/completion, GRPO prompts), LLaMA-Factory (ShareGPT +
+    dataset_info.json), verl (parquet), and the held-out MCQs for `rewatch eval`. The SFT mix
+    is data.sft_mix; see docs/training.md.
 
-    Example: rewatch export runs/demo
+    Example: rewatch export runs/demo --format verl --exclude-bench minerva.json
     """
+    from rewatch.config import ExternalQA
     from rewatch.data.export import export_run
+    from rewatch.data.samples import DataError
 
-    counts = export_run(run, out)
+    cfg = get_config(config, set_)
+    cfg.data.exclude_bench = [*cfg.data.exclude_bench, *exclude_bench]
+    for item in external:
+        path, _, ratio = item.rpartition(":")
+        if not path or not ratio.replace(".", "", 1).isdigit():
+            path, ratio = item, ""
+        cfg.data.external = [*cfg.data.external, ExternalQA(
+            path=path, **({"ratio": float(ratio)} if ratio else {}))]
+    formats = tuple(f.strip() for item in format_ for f in item.split(",") if f.strip())
+    try:
+        counts = export_run(run, out, cfg, formats=formats)
+    except DataError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
     console.print(" ".join(f"{k}={v}" for k, v in counts.items()))
-
-
-@app.command()
-def train(config: ConfigOpt = None) -> None:
-    """Train with TRL (SFT, GRPO with the O&R reward) on one box, or launch verl on a cluster.
-
-    Example: rewatch train --config demo
-    """
-    _reserved("train", "training recipes")
+    console.print(f"manifest: {Path(out) if out else Path(run) / 'export'}/manifest.json")
 
 
 @app.command()

@@ -325,7 +325,7 @@ class VerlTrainConfig(Section):
     kl_coef: float = Field(0.0, ge=0)
     tensor_parallel_size: int = Field(2, ge=1)  # vLLM rollout
     gpu_memory_utilization: float = Field(0.6, gt=0, le=1)
-    reward_manager: Literal["batch", "naive"] = "batch"  # batch: all judge calls at once
+    reward_manager: str = "naive"  # verl 0.9 reward loop manager (naive awaits our async reward)
     project: str = "rewatch"
     experiment: str = "rewatch-r1-grpo"
     extra: list[str] = Field(default_factory=list)  # further verl overrides, key=value
