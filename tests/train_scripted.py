@@ -132,3 +132,47 @@ def pipeline_run(base: Path) -> Path:
     if not (run / "cot.jsonl").exists():
         write_pipeline_run(run, base / "pipeline_videos")
     return run
+
+
+def student_config() -> Config:
+    """Tiny, fast settings for the CPU training tests (the same code paths as the defaults)."""
+    cfg = Config()
+    s = cfg.train.sft
+    s.batch_size, s.learning_rate, s.max_length, s.save_steps, s.save_total_limit = \
+        1, 3e-4, 768, 4, 1
+    g = cfg.train.grpo
+    g.batch_size = g.num_generations = 3
+    g.max_completion_length, g.learning_rate, g.max_steps = 160, 1e-5, 2
+    return cfg
+
+
+def small_sft_data(run: Path, cfg: Config) -> Any:
+    """A task-balanced slice of the run's SFT set: the shortest caption and direct samples and
+    the two shortest chains three times each (8 steps at batch size 1), so the student learns
+    the chain format in one short epoch."""
+    from rewatch.data.export import build_data
+
+    data = build_data(run, cfg, embedder=None)
+
+    def size(s: Any) -> int:
+        return len(s.target or "") + len(s.caption.detail_text() if s.caption else "")
+
+    pick = {t: sorted((s for s in data.sft_train if s.task == t), key=size)
+            for t in ("caption", "direct", "think")}
+    assert all(pick.values()), {t: len(v) for t, v in pick.items()}
+    data.sft_train = [pick["caption"][0], pick["direct"][0], *pick["think"][:2] * 3]
+    chains = {s.qa_id for s in pick["think"][:2]}
+    data.rl_train = [s for s in data.rl_train if s.qa_id in chains]
+    return data
+
+
+def sft_student(base: Path) -> Path:
+    """The student after the short SFT (trained once per test session, then reused)."""
+    from rewatch.train.sft import train_sft
+
+    out = base / "sft_student"
+    if not (out / "summary.json").exists():
+        cfg = student_config()
+        run = pipeline_run(base)
+        train_sft(run, out, cfg, data=small_sft_data(run, cfg))
+    return out
