@@ -11,10 +11,14 @@ WHEELS ?= $(HOME)/.cache/rewatch-kit/wheels
 LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
   -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF
+# verl pins transformers<5.11: it gets its own environment (`make verl-env`), used by
+# `rewatch train verl --dry-run --verl-python .venv-verl/bin/python` and its tests
+VERL_VENV := .venv-verl
+VERL_STAMP := $(VERL_VENV)/.installed
 RUN ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench clean-venv setup samples
+.PHONY: demo test lint bench clean-venv setup samples verl-env
 
 setup: $(STAMP)
 
@@ -34,6 +38,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m rewatch.models.packaged setup
 	touch $(STAMP)
 
+verl-env: $(VERL_STAMP)
+
+$(VERL_STAMP): pyproject.toml Makefile $(STAMP)
+	test -x $(VERL_VENV)/bin/python || $(PY) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/pip install -q --upgrade pip
+	$(VERL_VENV)/bin/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python -e ".[verl]"
+	touch $(VERL_STAMP)
+
 # gradio's world.mp4 (from the pinned wheel, at setup only) and the synthetic sample videos
 samples:
 	$(BIN)/python -m rewatch.samples fetch >/dev/null \
@@ -42,7 +54,7 @@ samples:
 demo: $(STAMP)
 	$(BIN)/rewatch demo --out $(RUN)
 
-test: $(STAMP)
+test: $(STAMP) $(VERL_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
@@ -54,4 +66,4 @@ bench: $(STAMP)
 	$(BIN)/rewatch bench all
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VERL_VENV)

@@ -19,6 +19,7 @@ from rewatch.config import Config
 from rewatch.models.cache import ResponseCache
 from rewatch.store import JsonlFile, RunDir
 from rewatch.synth.pipeline import STAGES, score_chains, synthesize
+from rewatch.train.demo import demo_sft
 from rewatch.truth import run_correctness
 
 
@@ -65,6 +66,7 @@ async def run_demo(cfg: Config, out: str | Path, *, limit: int | None = None,
     summary["correctness on generated videos"] = run_correctness(out)
     console.print(_table(summary, cfg))
     console.print(f"report: {html}")
+    demo_sft(cfg, out, summary)  # train.demo_sft (off by default): a short SFT on this run
     return summary
 
 

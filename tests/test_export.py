@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from train_scripted import pipeline_run
 from typer.testing import CliRunner
 
 from rewatch.cli import app
 from rewatch.config import Config
 from rewatch.data.export import export_run
-from train_scripted import pipeline_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_viewer import write_run  # noqa: E402

@@ -10,12 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from train_scripted import pipeline_run, sft_student, small_sft_data, student_config
 from typer.testing import CliRunner
 
 from rewatch.cli import app
 from rewatch.train.sft import prepare_out, train_sft
 from rewatch.train.student import CheckpointError, base_model_dir, check_same_model, read_meta
-from train_scripted import pipeline_run, sft_student, small_sft_data, student_config
 
 
 def said(result) -> str:  # type: ignore[no-untyped-def]
@@ -125,7 +125,11 @@ def test_resume_continues_from_the_last_checkpoint(student: Path, tmp_path: Path
                   gguf=False, data=data)
     assert r.summary["resumed_from"].endswith("checkpoint-8") and r.summary["steps"] == 9
     logs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in logs if "loss" in r] == [9]
+    # the history of steps 1-8 comes back from the checkpoint; one step was trained
+    assert [r["step"] for r in logs if "loss" in r] == list(range(1, 10))
+    first = [json.loads(x) for x in (student / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in logs[:8]] == [r["loss"] for r in first if "loss" in r]
+    assert r.summary["tokens"] < 600  # one sample's tokens, not the whole epoch again
 
 
 def test_an_used_output_folder_needs_resume(tmp_path: Path) -> None:

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from train_scripted import pipeline_run
 from typer.testing import CliRunner
 
 from rewatch.cli import app
 from rewatch.config import Config
 from rewatch.train.verl import reward as verl_reward
 from rewatch.train.verl.launch import VerlError, prepare
-from train_scripted import pipeline_run
 
 VERL_PYTHON = Path(__file__).resolve().parent.parent / ".venv-verl" / "bin" / "python"
 needs_verl = pytest.mark.skipif(not VERL_PYTHON.exists(),

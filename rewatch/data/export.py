@@ -163,7 +163,8 @@ def verl_record(s: Sample, cfg: Config, index: int, split: str) -> dict[str, Any
     """A verl RLHFDataset row; `extra_info` carries what the O&R reward needs."""
     extra: dict[str, Any] = {"index": index, "split": split, "id": s.id,
                              "question": s.question, "qtype": s.qtype,
-                             "caption": s.caption.detail_text() if s.has_caption else "",
+                             "caption": s.caption.detail_text() if s.caption and s.has_caption
+                             else "",
                              "has_caption": s.has_caption}
     if s.options:
         extra["options"] = s.options

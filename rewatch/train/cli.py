@@ -60,7 +60,8 @@ def sft_cmd(run: RunArg, out: OutOpt, resume: ResumeOpt = False, max_steps: Step
         return
     s = r.summary
     console.print(f"SFT: {s['steps']} steps, loss {s['first_loss']:.3f} -> {s['last_loss']:.3f}, "
-                  f"{s['tokens_per_second']} tokens/s, peak {s['peak_rss_mb']:.0f} MiB -> {r.model}")
+                  f"{s['tokens_per_second']} tokens/s, peak {s['peak_rss_mb']:.0f} MiB "
+                  f"-> {r.model}")
     _eval_hint(out, "sft")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from rewatch.config import Config
 from rewatch.data.export import TrainingData, build_data, trl_text_record
-from rewatch.data.samples import TASKS, DataError
+from rewatch.data.samples import TASKS, DataError, count_tasks
 from rewatch.train.student import (
     CheckpointError,
     check_same_model,
@@ -103,6 +103,7 @@ def _trainer_class() -> Any:
             self._task_nll = torch.zeros(len(TASKS), dtype=torch.float64)
             self._task_tokens = torch.zeros(len(TASKS), dtype=torch.float64)
             self._batch_tasks: torch.Tensor | None = None
+            assert self.model is not None
             self.model.register_forward_hook(self._record)
 
         def _set_signature_columns_if_needed(self) -> None:
@@ -132,7 +133,7 @@ def _trainer_class() -> Any:
                 self._batch_tasks = None
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            if "loss" in logs and self.model.training:
+            if "loss" in logs and self.model is not None and self.model.training:
                 for i, task in enumerate(TASKS):
                     if self._task_tokens[i] > 0:
                         logs[f"loss_{task}"] = round(
@@ -202,7 +203,7 @@ def train_sft(run_dir: str | Path, out: str | Path, cfg: Config, *, resume: bool
     summary = {
         "stage": "sft", "run": str(run_dir), "base_model": cfg.train.base_model,
         "steps": trainer.state.global_step, "resumed_from": str(ckpt) if ckpt else None,
-        "samples": data.manifest.get("sft_train"), "mix": cfg.data.sft_mix.model_dump(),
+        "samples": count_tasks(data.sft_train), "mix": cfg.data.sft_mix.model_dump(),
         "train_seconds": round(wall, 2), "tokens": int(tokens),
         "tokens_per_second": round(tokens / wall, 1) if wall else None,
         "peak_rss_mb": round(peak_rss_mb(), 1), "max_length": s.max_length,
@@ -215,7 +216,7 @@ def train_sft(run_dir: str | Path, out: str | Path, cfg: Config, *, resume: bool
     gguf_path = export_gguf(final, out / "model.gguf") if gguf else None
     summary["gguf"] = str(gguf_path) if gguf_path else None
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    log.info("SFT done: %d steps, loss %.3f -> %.3f, %.0f tokens/s, peak %.0f MiB", summary["steps"],
-             summary["first_loss"] or 0, summary["last_loss"] or 0,
+    log.info("SFT done: %d steps, loss %.3f -> %.3f, %.0f tokens/s, peak %.0f MiB",
+             summary["steps"], summary["first_loss"] or 0, summary["last_loss"] or 0,
              summary["tokens_per_second"] or 0, summary["peak_rss_mb"])
     return TrainResult(out, final, gguf_path, summary)

@@ -50,7 +50,7 @@ def base_model_dir(cache_dir: Path = CACHE_DIR) -> Path:
     log.info("converting %s to a transformers folder (once): %s", gguf.name, dest)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer = None  # the weights are dequantised fp32 now
+    model.hf_quantizer = None  # type: ignore[assignment]  # the weights are dequantised fp32
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = BASE_STUDENT
