@@ -15,6 +15,7 @@ from rewatch.train.grpo import COMPONENTS, train_grpo
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # SFT + 2 GRPO steps: ~4 min on a quiet 2-core box, far more when shared
 def test_grpo_from_the_sft_checkpoint(tmp_path_factory: pytest.TempPathFactory,
                                       tmp_path: Path) -> None:
     import torch

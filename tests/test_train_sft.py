@@ -51,6 +51,7 @@ def mean_nll(model_dir: Path, rows: list[dict]) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the session's SFT run is set up here first
 def test_sft_trains_logs_each_task_and_lowers_the_loss(student: Path, tmp_path: Path) -> None:
     from rewatch.data.export import trl_text_record
 
