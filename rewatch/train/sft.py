@@ -187,7 +187,11 @@ def train_sft(run_dir: str | Path, out: str | Path, cfg: Config, *, resume: bool
         warmup_steps=s.warmup_steps, seed=s.seed, report_to=[], dataloader_num_workers=0,
         completion_only_loss=True, bf16=False, fp16=False, disable_tqdm=True,
     )
-    collator = _TaskCollator(DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id))
+    collator = None
+    if s.packing:  # packed rows mix tasks, and TRL's padding-free path takes no collator
+        log.info("packing: the loss of each task is not logged (packed rows mix tasks)")
+    else:
+        collator = _TaskCollator(DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id))
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_set,
                                processing_class=tok, data_collator=collator)
     t0 = time.perf_counter()
