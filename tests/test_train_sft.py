@@ -173,3 +173,20 @@ def test_empty_run_and_empty_mix(tmp_path: Path, tmp_path_factory: pytest.TempPa
                                       "--set", "data.sft_mix.direct=0",
                                       "--set", "data.sft_mix.think=0"])
     assert result.exit_code == 2 and "yields no samples" in said(result)
+
+
+def test_demo_sft_is_off_by_default_and_reports_a_skip(tmp_path: Path,
+                                                       tmp_path_factory: pytest.TempPathFactory
+                                                       ) -> None:
+    from rewatch.config import Config
+    from rewatch.train.demo import demo_sft
+
+    run = shutil.copytree(pipeline_run(tmp_path_factory.getbasetemp()), tmp_path / "run")
+    summary: dict = {}
+    assert demo_sft(Config(), run, summary) is None and summary == {}
+    assert not (run / "sft").exists()
+    cfg = Config()
+    cfg.train.demo_sft = True
+    cfg.data.sft_mix.caption = cfg.data.sft_mix.direct = cfg.data.sft_mix.think = 0
+    assert demo_sft(cfg, run, summary) is None
+    assert summary["SFT"].startswith("skipped:") and "yields no samples" in summary["SFT"]
