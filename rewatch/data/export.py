@@ -29,7 +29,7 @@ from typing import Any
 
 from rewatch.config import Config
 from rewatch.data import clean
-from rewatch.data.external import load_external, mix_external
+from rewatch.data.external import ExternalLoad, load_external, mix_external
 from rewatch.data.samples import (
     TASKS,
     DataError,
@@ -93,10 +93,10 @@ def build_data(run_dir: str | Path, cfg: Config, *, embedder: str | None = "gt-a
     rl_train = [s for s in train if s.task == "rl" and s.source == "rewatch"]
     rl_val = [s for s in held if s.task == "rl"]
     ext_train = {id(s) for s in train if s.task == "rl" and s.source != "rewatch"}
-    mixed, ext_counts = mix_external(
-        len(rl_train), [(spec, type(load)(load.name, [s for s in load.samples
-                                                      if id(s) in ext_train], load.skipped))
-                        for spec, load in loads], d.seed)
+    # only the external samples that survived cleaning and landed on the training side
+    kept = [(spec, ExternalLoad(load.name, [s for s in load.samples if id(s) in ext_train],
+                                load.skipped)) for spec, load in loads]
+    mixed, ext_counts = mix_external(len(rl_train), kept, d.seed)
     rl_train += mixed
     manifest = {
         "run": str(Path(run_dir).resolve()),
