@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +24,7 @@ from rewatch.eval.benchmarks.base import EvalItem
 from rewatch.eval.inputs import build_prompt, load_prompt, prompt_name, text_proxy_messages
 from rewatch.schema import CaptionRecord, CoTRecord, MCQRecord
 from rewatch.store import JsonlFile
+from rewatch.text import load_prompt as load_prompt_file
 
 Task = Literal["caption", "direct", "think"]
 TASKS: tuple[Task, ...] = ("caption", "direct", "think")
@@ -101,7 +101,7 @@ def load_run(run_dir: str | Path) -> RunRecords:
 
 def caption_instruction() -> str:
     """The caption task's instruction (L_Cap), `rewatch/data/prompts/sft_caption.txt`."""
-    return resources.files("rewatch.data").joinpath("prompts/sft_caption.txt").read_text().strip()
+    return load_prompt_file("sft_caption.txt", "rewatch.data", strip=True)
 
 
 def answer_kind(answer: str, options: dict[str, str]) -> str:
