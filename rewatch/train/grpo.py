@@ -28,6 +28,7 @@ from rewatch.train.student import (
     export_gguf,
     model_folder,
     resolve_base,
+    save_trained,
     write_meta,
 )
 
@@ -111,12 +112,7 @@ def train_grpo(run_dir: str | Path, init: str | Path, out: str | Path, cfg: Conf
     finally:
         reward.close()
     wall = time.perf_counter() - t0
-    final = out / "model"
-    trainer.save_model(str(final))
-    tok.save_pretrained(final)
-    history = trainer.state.log_history
-    with open(out / "log.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in history)
+    final, history = save_trained(trainer, tok, out)
     steps = trainer.state.global_step - (int(ckpt.name[11:]) if ckpt else 0)
     rewards = {name: [_finite(r.get(f"rewards/{name}/mean")) for r in history
                       if f"rewards/{name}/mean" in r] for name in COMPONENTS}

@@ -27,6 +27,7 @@ from rewatch.train.student import (
     check_same_model,
     export_gguf,
     resolve_base,
+    save_trained,
     write_meta,
 )
 
@@ -197,12 +198,7 @@ def train_sft(run_dir: str | Path, out: str | Path, cfg: Config, *, resume: bool
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     wall = time.perf_counter() - t0
-    final = out / "model"
-    trainer.save_model(str(final))
-    tok.save_pretrained(final)
-    history = trainer.state.log_history
-    with open(out / "log.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in history)
+    final, history = save_trained(trainer, tok, out)
     tokens = trainer._total_train_tokens
     summary = {
         "stage": "sft", "run": str(run_dir), "base_model": cfg.train.base_model,

@@ -104,6 +104,18 @@ def check_same_model(ckpt: Path, base: Path) -> None:
                               "train.base_model, or set train.base_model to its model")
 
 
+def save_trained(trainer: Any, tok: Any, out: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """Save a finished trainer's model and tokenizer to OUT/model and its log history to
+    OUT/log.jsonl; returns (the model folder, the history)."""
+    final = out / "model"
+    trainer.save_model(str(final))
+    tok.save_pretrained(final)
+    history = trainer.state.log_history
+    with open(out / "log.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in history)
+    return final, history
+
+
 def write_meta(folder: Path, **meta: Any) -> None:
     """Record what made a checkpoint (read back by `read_meta`)."""
     meta["signature"] = folder_signature(folder)
