@@ -177,8 +177,10 @@ FEW = Q("What does the red circle do after it appears?", "rolls right", qtype="a
 COUNT_CHECKED = Q(COUNT.question, COUNT.answer, qtype="counting", evidence=COUNT.evidence,
                   distractors=COUNT.distractors, also_correct=(1,))
 DUPLICATE = Q(GOOD.question, "yellow triangle")
+# names its answer; repaired (the answer taken out) it is GOOD's question: a duplicate
+REPAIRED = Q("What colour is the yellow shape that appears at 00:08?", "yellow")
 SHAPES = [GOOD_NOISY, SUMMARY_BIASED, TEXT_BIASED, WRONG_LEXICAL, WRONG_JUDGED, NO_EVIDENCE,
-          LEAKY, DUPLICATE, COUNT_CHECKED, JUDGED_SAME, FEW]
+          LEAKY, DUPLICATE, COUNT_CHECKED, JUDGED_SAME, FEW, REPAIRED]
 
 
 def shapes_run(tmp: Path) -> RunDir:

@@ -57,6 +57,7 @@ class ChainCheck:
     ok: bool
     reason: str = ""
     detail: str = ""
+    words: tuple[str, ...] = ()  # prose_adds_facts: the words no evidence holds
 
 
 def unsupported_words(text: str, evidence: Iterable[str], allowed: Iterable[str] = ()) -> list[str]:
@@ -191,5 +192,6 @@ def validate_chain(cot: str, trajectory: list[CoTStep], answer: str, duration: f
     extra = unsupported_words(prose_of(cot), seen, META_WORDS | REASONING_WORDS | _LETTERS)
     if extra:
         return ChainCheck(False, "prose_adds_facts",
-                          f"the reasoning states {', '.join(extra[:8])}, never observed")
+                          f"the reasoning states {', '.join(extra[:8])}, never observed",
+                          tuple(extra))
     return ChainCheck(True)
