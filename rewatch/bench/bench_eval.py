@@ -30,7 +30,7 @@ from typing import Any
 from rewatch.config import load_config
 from rewatch.eval.benchmarks import get_benchmark
 from rewatch.eval.inputs import frames_messages, prepare_frames
-from rewatch.eval.run import EvalRunner, plain_chat
+from rewatch.eval.run import EvalRunner
 from rewatch.models.cache import ResponseCache
 from rewatch.models.openai_compat import OpenAIChatModel
 from rewatch.samples import CACHE_DIR, Shape, SyntheticSpec, synthetic_video
@@ -107,8 +107,8 @@ async def requests_alone(base_url: str, videos: list[Any], n: int, concurrency: 
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
-        async with gate:  # the runner's call: no per-request hashing of the frames
-            await plain_chat(model, frames_messages(f"question {i}", videos[i % len(videos)]),
+        async with gate:  # the runner's call: a model without a cache hashes no frames
+            await model.chat(frames_messages(f"question {i}", videos[i % len(videos)]),
                              temperature=0.0, max_tokens=512)
 
     t0 = time.perf_counter()

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rewatch.config import Config
 from rewatch.eval.benchmarks.base import EvalItem
+from rewatch.models.http import PreEncodedList
 from rewatch.schema import CaptionRecord, mmss
 from rewatch.text import load_prompt as read_prompt
 
@@ -77,6 +78,13 @@ class PreparedVideo:
     parts: list[dict[str, Any]]
     frames: int
     seconds: float  # wall time spent preparing
+    parts_json: bytes = b""  # `parts` JSON-encoded once (see frames_messages)
+    head: tuple[dict[str, Any], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.head = tuple(self.parts)
+        if not self.parts_json:
+            self.parts_json = json.dumps(list(self.head), ensure_ascii=False).encode()
 
 
 def prepare_frames(path: str, cfg: Config, clip: tuple[float, float] | None = None
@@ -144,8 +152,11 @@ class FramePool:
 # --- messages ----------------------------------------------------------------------------------
 
 def frames_messages(prompt: str, video: PreparedVideo) -> list[Message]:
-    """One user message: the prepared frame parts, then the prompt."""
-    return [{"role": "user", "content": [*video.parts, {"type": "text", "text": prompt}]}]
+    """One user message: the prepared frame parts, then the prompt. The parts keep the JSON
+    encoding made when the video was prepared, so a request of ~1 MB of frames is not encoded
+    again for each of the video's questions (`PreEncodedList`)."""
+    return [{"role": "user", "content": PreEncodedList(
+        video.head, video.parts_json, [{"type": "text", "text": prompt}])}]
 
 
 def video_url_part(item: EvalItem, cfg: Config, videos_dir: str | Path) -> dict[str, Any]:
