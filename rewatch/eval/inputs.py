@@ -122,14 +122,22 @@ class FramePool:
         self._futures: dict[tuple[str, Any], asyncio.Future[PreparedVideo]] = {}
         self.prepared = 0
         self.prepare_seconds = 0.0
+        self._first: asyncio.Future[PreparedVideo] | None = None
 
     async def acquire(self, path: str, clip: tuple[float, float] | None = None
                       ) -> asyncio.Future[PreparedVideo]:
         """Reserve a slot and start preparing (call in video order to prepare ahead)."""
         await self._slots.acquire()
+        if self._first is not None and not self._first.done():
+            # No request can be sent before the first video is ready, and preparing it alone
+            # is about twice as fast as beside another (1.5 s each for two at once vs 0.7 s
+            # alone here: they share two cores and the GIL), so the others start after it.
+            await asyncio.wait([self._first])
         key = (path, clip)
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._executor, prepare_frames, path, self.cfg, clip)
+        if self._first is None:
+            self._first = fut
         self._futures[key] = fut
         fut.add_done_callback(self._count)
         return fut
