@@ -50,7 +50,8 @@ async def synthesize_one(mcq: MCQRecord, caption: CaptionRecord, models: Models,
             traj.reason, traj.detail = "invalid_converter_reply", str(e)[:300]
     if cot is not None:
         check = validate_chain(cot, traj.steps, mcq.answer, caption_duration(caption),
-                               context=[mcq.question, *mcq.options.values()])
+                               context=[mcq.question, *mcq.options.values()],
+                               options=mcq.options)
         if not check.ok:
             traj.reason, traj.detail = check.reason, check.detail
     if traj.reason is not None:

@@ -327,10 +327,11 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                 raise TrajectoryEnd("invalid_reasoner_reply", str(e)[:300]) from None
             thought = " ".join(step.thought.split())
             if step.action == "final_answer":
-                letter = answer_letter(step.argument)
-                if letter not in mcq.options:
+                letter, why = answer_letter(step.argument, mcq.options, extra_text=True)
+                if letter is None:
                     traj.steps.append(CoTStep(thought=thought, final_answer=step.argument))
-                    raise TrajectoryEnd("invalid_final_answer", f"{step.argument!r} is no option")
+                    raise TrajectoryEnd("invalid_final_answer",
+                                        f"{step.argument!r} names no single option ({why})")
                 traj.steps.append(CoTStep(thought=thought, final_answer=letter))
                 traj.answer = letter
                 break
