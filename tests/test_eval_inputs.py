@@ -181,3 +181,20 @@ async def test_frame_pool_prepares_the_first_video_alone_then_ahead(
         assert all(json.loads(v.parts_json) == v.parts for v in videos)
     finally:
         pool.close()
+
+
+# The README's react_prompt as far as it could be read here (stored copies of
+# github.com/alibaba/ReWatch-R1's page end at "...determine the final answer, yo"; docs/eval.md)
+README_REACT_PROMPT_READ = (
+    "You are a video understanding expert. You are given a video and a question. You need to "
+    "answer the question based on the video content. Please answer the question step by step. "
+    "When you need more video details, you will re-watch the relevant clips and use <action> "
+    "and </action> to mark the actions, and use <observation> and </observation> to mark the "
+    "visual details you observe. When you have enough information to determine the final "
+    "answer, yo")
+
+
+def test_rewatch_r1_prompt_is_the_readme_text_as_far_as_it_was_read() -> None:
+    from rewatch.eval.inputs import load_prompt
+
+    assert load_prompt("rewatch_r1_think", strip=False).startswith(README_REACT_PROMPT_READ)
