@@ -53,7 +53,8 @@ async def synthesize_one(mcq: MCQRecord, caption: CaptionRecord, models: Models,
             traj.reason, traj.detail = "invalid_converter_reply", str(e)[:300]
             break
         check = validate_chain(cot, traj.steps, mcq.answer, caption_duration(caption),
-                               context=[mcq.question, *mcq.options.values()])
+                               context=[mcq.question, *mcq.options.values()],
+                               options=mcq.options)
         traj.reason, traj.detail = (None, "") if check.ok else (check.reason, check.detail)
         traj.conversions = attempt + 1
         if check.ok or check.reason != "prose_adds_facts":

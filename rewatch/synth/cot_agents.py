@@ -35,7 +35,7 @@ from rewatch.synth.tools import (
     parse_action,
     parse_timestamp,
 )
-from rewatch.text import load_prompt
+from rewatch.text import load_prompt, option_letter
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +165,6 @@ class Trajectory:
 
 def options_text(options: dict[str, str]) -> str:
     return "\n".join(f"{k}. {v}" for k, v in options.items())
-
-
-def option_letter(mcq: MCQRecord, answer: str) -> str | None:
-    """The letter of the option whose text is `answer` (the Reasoner's final_answer), or None."""
-    text = " ".join(answer.split())
-    return next((k for k in sorted(mcq.options) if " ".join(mcq.options[k].split()) == text),
-                None)
 
 
 def caption_duration(caption: CaptionRecord) -> float:
@@ -338,10 +331,11 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                 raise TrajectoryEnd("invalid_reasoner_reply", str(e)[:300]) from None
             thought = " ".join(step.thought.split())
             if step.action == "final_answer":
-                letter = option_letter(mcq, step.argument)
+                letter, _why = option_letter(step.argument, mcq.options)  # names its text
                 if letter is None:
                     traj.steps.append(CoTStep(thought=thought, final_answer=step.argument))
-                    raise TrajectoryEnd("invalid_final_answer", f"{step.argument!r} is no option")
+                    raise TrajectoryEnd("invalid_final_answer",
+                                        f"{step.argument!r} is no option's text")
                 traj.steps.append(CoTStep(thought=thought, final_answer=letter))
                 traj.answer = letter
                 break
