@@ -132,9 +132,8 @@ class Panel:
             q = self._find(prompt)
             options = dict(re.findall(r"^([A-J])\. (.*)$", prompt, re.M))
             also = {q.distractors[i - 1] for i in q.also_correct}
-            pick = next((k for k, v in options.items() if v in also), None)
-            return json.dumps({"answer": pick or next(
-                k for k, v in options.items() if v == q.answer)})
+            pick = next((v for v in options.values() if v in also), None)
+            return json.dumps({"answer": pick or q.answer})
         q = self._find(prompt)
         if "Summary of a video:" in prompt:
             self._count("F3")
