@@ -30,7 +30,10 @@ def step(thought: str, action: str, argument: str) -> dict[str, Any]:
 
 
 def observations(messages: list[dict[str, Any]]) -> str:
-    return " ".join(m["content"] for m in messages[2:] if m["role"] == "user")
+    """What the Observer said so far (the question repeated beside it, cot_decide.md, left
+    out)."""
+    return " ".join(m["content"].split("\n\nYou may answer now.")[0] for m in messages[2:]
+                    if m["role"] == "user")
 
 
 def options_of(messages: list[dict[str, Any]]) -> dict[str, str]:

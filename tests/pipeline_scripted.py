@@ -24,6 +24,7 @@ from cot_scripted import (
     Agents,
     echo_observer,
     evidence_reasoner,
+    observations,
     options_of,
     schema_of,
     step,
@@ -185,7 +186,7 @@ def cloze_reasoner(messages: list[dict[str, Any]]) -> dict[str, Any]:
     m = _CLOZE.match(re.search(r"Question: (.+)", messages[1]["content"]).group(1))
     if out["action"] != "final_answer" or m is None:
         return out
-    seen = " ".join(x["content"] for x in messages[2:] if x["role"] == "user").replace(":", ",")
+    seen = observations(messages).replace(":", ",")
     blanked = m.group(2).replace(":", ",")
     fits = [v for v in options_of(messages).values()
             if re.search(rf"(?<![A-Za-z]){re.escape(blanked.replace(BLANK, v))}", seen)]

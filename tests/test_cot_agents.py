@@ -249,7 +249,7 @@ async def test_converter_told_its_added_words_can_fix_the_chain(tmp_path):
     agents = Agents(converter=learns)
     _, kept, rejected = await run_stage(tmp_path, agents)
     assert kept and not rejected and kept[0]["conversions"] == 2
-    assert told == [None, "7, counted"]  # "circles" was observed
+    assert told == [None, "7"]  # "circles" was observed, "counted" names the attribute
     _, kept, rejected = await run_stage(tmp_path / "none", Agents(converter=learns),
                                         convert_retries=0)
     assert not kept and rejected[0]["reason"] == "prose_adds_facts"

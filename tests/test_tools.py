@@ -107,3 +107,23 @@ def test_retrieval_recall_at_k_on_generated_events():
           f"{per_query * 1000:.1f} ms/query")
     assert recall[3] >= 0.9 and recall[1] >= 0.6
     assert mmss(truth.spec.duration) == "10:00"
+
+
+def test_retrieval_naming_a_time_finds_the_line_at_that_time():
+    # the object captioner's count lines all read alike: only the time tells them apart
+    from rewatch.schema import CaptionLine, CaptionRecord
+
+    lines = [CaptionLine(start=t, end=t, text=f"{w} objects are on screen now.")
+             for t, w in ((2, "Four"), (8, "Four"), (15, "Three"), (21, "Two"))]
+    lines += [CaptionLine(start=0, end=30, text="The dark gray blob moves down slowly.")]
+    cap = CaptionRecord(id="c", video_id="v", video_path="v.mp4", captioner="test", duration=30,
+                        detail=lines, summary="")
+    index = CaptionIndex(cap)
+    got = index.segment_retrieval("objects on screen just after 00:15", top_k=1)
+    texts = [c.text for c in got.lines]
+    assert "Three objects are on screen now." in texts
+    assert "Four objects are on screen now." not in texts
+    # without a time, the same words find the look-alike lines by words alone
+    plain = index.segment_retrieval("objects on screen", top_k=4)
+    assert {c.text for c in plain.lines} >= {"Four objects are on screen now.",
+                                             "Three objects are on screen now."}

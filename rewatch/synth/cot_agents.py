@@ -193,6 +193,10 @@ async def reasoner(model: ChatModel, mcq: MCQRecord, duration: float,
             {"thought": s.thought, "action": tool, "argument": arg}, ensure_ascii=False)})
         messages.append({"role": "user", "content": f"Observation: {s.observation}"})
     may_answer = sum(1 for s in steps if s.action) >= min_actions
+    if may_answer and steps:  # the question again beside the latest observation: a small
+        # model otherwise answers from whatever it saw last (docs/stage3-cot.md)
+        messages[-1]["content"] += "\n\n" + load_prompt("cot_decide.md").format(
+            question=mcq.question, options=options_text(mcq.options))
     schema = reasoner_schema(tuple(open_targets(targets or {}, steps)),
                              tuple(dict.fromkeys(mcq.options[k] for k in sorted(mcq.options))),
                              may_answer,

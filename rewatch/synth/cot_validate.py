@@ -42,7 +42,8 @@ REASONING_WORDS = frozenset(content_words(
     "answer answers answered option options choice correct right wrong match matches matching "
     "observation observations evidence settle settles settled specific specified given "
     "whether step steps have has had having clear clearly sure "
-    "colour color"  # naming the attribute asked about; a colour itself must be observed
+    # naming the attribute asked about; a colour, count or shape itself must be observed
+    "colour color number count counting size shape position direction"
 ))
 TAGS = ("action", "observation", "answer")
 _TAG = re.compile(r"<(/?)(action|observation|answer|think)>")

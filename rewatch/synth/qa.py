@@ -86,8 +86,11 @@ def fixed_answer_schema(answer: str | None, about: tuple[str, ...] = ()) -> type
     pattern = QUESTION_PATTERN
     if about:
         alts = "|".join(re.escape(w) for w in about)
+        # at most 80 characters after the named word or time: past that the 1.5B model was
+        # running on into caption text ("... at 00:02 when the navy blob appears in the centre
+        # and a00:00-00:00 the dark gray blob is in the centre?")
         pattern = QUESTION_PATTERN.replace(rf"{_Q_CHARS}{{4,180}}\?$",
-                                           rf"{_Q_CHARS}{{0,90}}({alts}){_Q_CHARS}{{0,90}}\?$")
+                                           rf"{_Q_CHARS}{{0,90}}({alts}){_Q_CHARS}{{0,80}}\?$")
     answer_type: Any = (one_of((answer,)), ...) if answer is not None else (
         str, Field(min_length=1, max_length=60))
     return create_model("AnchoredQuestion", answer=answer_type,

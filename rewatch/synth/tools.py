@@ -200,7 +200,25 @@ class CaptionIndex:
                   else np.zeros(len(self.lines), np.float32))
         # reciprocal rank fusion: robust to the two scores' different scales
         hybrid = 1.0 / (self.rrf_k + _ranks(dense)) + 1.0 / (self.rrf_k + _ranks(sparse))
+        near = self.near_named_times(query)
+        if near.any():  # a third ranking: the lines at a time the query names come first
+            hybrid = hybrid + near / (self.rrf_k + 1.0)
         return hybrid, dense, sparse
+
+    def near_named_times(self, query: str, tol: float = 1.0) -> np.ndarray:
+        """Per line: 1 when it starts within `tol` seconds of a time the query names ("objects
+        just after 00:15"), 0.5 when it spans that time, else 0. Words alone do not find a moment: every count line reads "N objects
+        are on screen now", and MiniLM does not read clock times."""
+        times = []
+        for stamp in re.findall(r"(?<![\d:])\d{1,2}:\d{2}(?::\d{2})?(?![\d:])", query):
+            try:
+                times.append(parse_time(stamp))
+            except ArgumentError:
+                continue
+        # a line that starts at the time ranks above one that only spans it
+        return np.array([1.0 if any(abs(c.start - t) <= tol for t in times) else
+                         0.5 if any(c.start <= t <= c.end for t in times) else 0.0
+                         for c in self.lines], dtype=np.float32)
 
     def segment_retrieval(self, query: str, top_k: int = 3) -> ToolResult:
         """The top_k time spans most relevant to `query`: the best lines, neighbours merged."""
@@ -220,7 +238,7 @@ class CaptionIndex:
         if not self.lines:
             return ToolResult("segment_retrieval", q, "The caption has no lines to search.")
         hybrid, dense, sparse = self.scores(q)
-        relevant = (dense >= self.min_similarity) | (sparse > 0)
+        relevant = (dense >= self.min_similarity) | (sparse > 0) | (self.near_named_times(q) > 0)
         order = [int(i) for i in np.argsort(-hybrid, kind="stable") if relevant[i]]
         chosen = sorted(order[: max(1, top_k) * 2])
         groups: list[list[int]] = []
