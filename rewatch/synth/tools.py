@@ -207,8 +207,9 @@ class CaptionIndex:
 
     def near_named_times(self, query: str, tol: float = 1.0) -> np.ndarray:
         """Per line: 1 when it starts within `tol` seconds of a time the query names ("objects
-        just after 00:15"), 0.5 when it spans that time, else 0. Words alone do not find a moment: every count line reads "N objects
-        are on screen now", and MiniLM does not read clock times."""
+        just after 00:15"), 0.5 when it spans that time, else 0. Words alone do not find a
+        moment: every count line reads "N objects are on screen now", and MiniLM does not read
+        clock times."""
         times = []
         for stamp in re.findall(r"(?<![\d:])\d{1,2}:\d{2}(?::\d{2})?(?![\d:])", query):
             try:
