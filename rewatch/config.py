@@ -143,6 +143,9 @@ class QAConfig(Section):
     # "green") gets the answer taken out ("the dark blob") instead of being rejected
     # (rewatch.synth.qa.repair_answer_in_question); the original is kept in the record
     repair_answer_in_question: bool = True
+    # false: an MCQ whose options are all counts skips the key check (other counts cannot be
+    # true as well; the 1.5B judge miscounts from C_detail: docs/stage2-qa.md)
+    key_check_counts: bool = True
     # when M_qa's distractors fall short: fill from detail words of the video's other caption
     # lines (then cleaned and checked against C_detail like the rest)
     caption_distractors: bool = True

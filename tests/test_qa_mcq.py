@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
+
 from rewatch.store import JsonlFile, stable_id
 from rewatch.synth.mcq import (
     LetterBalancer,
@@ -130,3 +132,28 @@ def test_a_count_gets_counts_as_distractors():
     kept, dropped = clean_distractors("two", ["three", "plain", "right", "2", "five objects"])
     assert kept == ["three", "five objects"]
     assert {d["reason"] for d in dropped} == {"not_a_count", "equals_answer"}
+
+
+async def test_count_items_skip_the_key_check_only_when_configured():
+    from rewatch.config import Config
+    from rewatch.schema import QARecord
+    from rewatch.synth.mcq import checked_options
+
+    rec = QARecord(id="q", video_id="v", question="How many objects are on screen at 00:03?",
+                   answer="three", qtype="counting", evidence=["[00:03-00:03] Three objects."])
+    cfg = Config()
+    cfg.synth.qa.key_check_counts = False
+    no_models: dict = {}  # the check would ask models[judge]: a KeyError here
+    options, check = await checked_options(rec, ["two", "four", "one", "five"], [], "C", "k",
+                                           "", cfg, no_models, None)  # type: ignore[arg-type]
+    assert options["C"] == "three" and sorted(options.values()) == sorted(
+        ["three", "two", "four", "one", "five"])
+    assert check["key_check"].startswith("skipped")
+    # a colour item is still checked, and so are counts by default
+    colour = rec.model_copy(update={"answer": "red", "question": "What colour is it?"})
+    with pytest.raises(KeyError):
+        await checked_options(colour, ["blue", "green", "pink", "white"], [], "C", "k", "", cfg,
+                              no_models, None)  # type: ignore[arg-type]
+    with pytest.raises(KeyError):
+        await checked_options(rec, ["two", "four", "one", "five"], [], "C", "k", "", Config(),
+                              no_models, None)  # type: ignore[arg-type]

@@ -294,8 +294,15 @@ async def checked_options(rec: QARecord, distractors: list[str], pool: list[str]
                           tally: Counter[str] | None) -> tuple[dict[str, str], dict[str, Any]]:
     """Place the options and have the judge solve the item from C_detail (`key_check`). A
     distractor the judge picks is struck (it may be true as well) and replaced by an unused one
-    from the pool, once; if the judge still misses the key, `problem` says so."""
+    from the pool, once; if the judge still misses the key, `problem` says so. With
+    `key_check_counts: false`, an item whose options are all counts is not checked."""
     seed = cfg.synth.seed
+    if not cfg.synth.qa.key_check_counts and as_number(rec.answer) is not None and all(
+            as_number(d) is not None for d in distractors):
+        # a count's options are other counts: if the (F1-verified) count is right, none of
+        # them can be right as well, which is what the check looks for
+        return place_options(rec.answer, distractors, letter, key, seed), {
+            "key_check": "skipped: the options are counts (key_check_counts: false)"}
     struck: list[str] = []
     current = list(distractors)
     for attempt in range(2):
