@@ -150,6 +150,10 @@ class QAConfig(Section):
     # lines (then cleaned and checked against C_detail like the rest)
     caption_distractors: bool = True
     min_caption_lines: int = Field(2, ge=1)  # fewer C_detail lines: the video is rejected
+    # F1 without the judge for an anchored question whose answer words are words of its one
+    # evidence line, the line's time named in the question (the 1.5B judge called "triangle"
+    # unsupported by "[00:03] A black triangle is at the bottom left."; docs/stage2-qa.md)
+    f1_line_support: bool = False
     # C_detail around the evidence shown to the F1 judge and the distractor writer
     max_context_chars: int = Field(6000, ge=200)
     duplicate_similarity: float = Field(0.92, ge=0, le=1)  # audit: MiniLM cosine for near-dups

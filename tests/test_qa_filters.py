@@ -3,6 +3,8 @@ with a reason, MCQ items are well formed, and a rerun asks no model anything aga
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 from qa_scripted import (
@@ -276,3 +278,27 @@ def test_a_wh_question_naming_its_answer_is_repaired_not_rejected():
     }
     for (question, answer), want in cases.items():
         assert repair_answer_in_question(question, answer, phrasing) == want, question
+
+
+async def test_f1_line_support_accepts_the_target_lines_own_words_without_the_judge():
+    from rewatch.config import QAConfig
+    from rewatch.synth.qa_filters import answer_verification
+
+    cap = shapes_caption("shapes")
+    line = cap.detail[4]  # the red circle leaves; a yellow triangle appears (00:08)
+    qa = QAConfig(f1_line_support=True)
+
+    def cand(question: str, answer: str) -> Candidate:
+        return Candidate("id", "gen", 0, "v", question, answer, "attribute", ["00:08"], [line])
+
+    no_judge: Any = None  # asking it would raise AttributeError
+    got = await answer_verification(cand("What shape appears at 00:08?", "triangle"), cap,
+                                    no_judge, qa)
+    assert got.passed and got.evidence["method"] == "line_words"
+    # the judge is still asked when a word is not the line's, or the time is not named, or
+    # the setting is off
+    for c, q in ((cand("What shape appears at 00:08?", "square"), qa),
+                 (cand("What shape appears next?", "triangle"), qa),
+                 (cand("What shape appears at 00:08?", "triangle"), QAConfig())):
+        with pytest.raises(AttributeError):
+            await answer_verification(c, cap, no_judge, q)

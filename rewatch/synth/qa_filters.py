@@ -286,12 +286,21 @@ def reject(stage: str, item_id: str, video_id: str, filt: str, reason: str,
 async def answer_verification(c: Candidate, caption: CaptionRecord, judge: ChatModel,
                               qa: QAConfig, tally: Counter[str] | None = None) -> FilterResult:
     """F1: the answer must be stated by C_detail. An answer sharing no word with C_detail is
-    rejected without a call; otherwise the judge reads the cited lines and their neighbourhood."""
+    rejected without a call. With `f1_line_support` an anchored question (one evidence line,
+    its time named in the question) whose answer words are all words of that line, and not
+    only the captioner's phrasing, is supported without a call. Otherwise the judge reads the
+    cited lines and their neighbourhood."""
     detail_words = set(content_words(normalize_answer(" ".join(x.text for x in caption.detail))))
     words = answer_tokens(c.answer)
     if words and not words & detail_words:
         return FilterResult("F1", False, "answer_not_in_caption",
                             {"method": "lexical", "answer_words": sorted(words)})
+    if qa.f1_line_support and len(c.evidence) == 1 and words:
+        line = c.evidence[0]
+        if mmss(line.start) in c.question and words <= answer_tokens(line.text) and \
+                not words <= phrasing_words(caption):
+            return FilterResult("F1", True, "supported", {"method": "line_words",
+                                                          "line": line_text(line)})
     detail = caption_window(caption, qa.max_context_chars, c.evidence[0].start)
     prompt = load_prompt("qa_verify.md").format(
         detail=detail, question=c.question, answer=c.answer,
