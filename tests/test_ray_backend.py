@@ -1,0 +1,169 @@
+"""`backend: ray`: Stages 1-3 on a local Ray instance (`ray.init(num_cpus=2)`) write the same
+records as the local asyncio backend (same ids, same content, order aside), a Ray worker
+SIGKILLed mid-item is retried and the run completes with nothing lost or written twice, and an
+unreachable Ray address is a clear error.
+
+The videos are generated clips captioned by the object captioner inside the Ray workers; every
+LLM role is the SCRIPTED stand-in `ScriptedPipelineModel` (tests/pipeline_scripted.py, not a
+model) behind the loopback ScriptedTestServer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray backend needs the `ray` extra")
+psutil = pytest.importorskip("psutil")
+
+from pipeline_scripted import ScriptedPipelineModel, stage_of  # noqa: E402
+
+import rewatch  # noqa: E402
+from rewatch.config import load_config  # noqa: E402
+from rewatch.models.scripted_server import ScriptedTestServer  # noqa: E402
+from rewatch.samples import SHAPES_COUNT, SHAPES_CUTS, synthetic_video  # noqa: E402
+from rewatch.synth.pipeline import synthesize  # noqa: E402
+
+RECORDS = ("videos.jsonl", "captions.jsonl", "qa.jsonl", "mcq.jsonl", "cot.jsonl",
+           "rejected.jsonl")
+REPO = Path(rewatch.__file__).resolve().parents[1]
+
+
+def config(url: str, *extra: str) -> Any:
+    """The demo config with every LLM role (llm, probe_small) on the scripted server."""
+    sets = [f"models.{name}.{k}={v}" for name in ("llm", "probe_small") for k, v in (
+        ("backend", "openai"), ("base_url", url), ("model", f"scripted-{name}"),
+        ("max_retries", 0), ("timeout_s", 120))]
+    return load_config("demo", [*sets, "synth.qa.questions_per_video=3", *extra])
+
+
+def records(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per file: id -> record without wall-time fields; no duplicated ids, no errors."""
+    assert not (out / "errors.jsonl").exists(), (out / "errors.jsonl").read_text()[:2000]
+    result = {}
+    for name in RECORDS:
+        path = out / name
+        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        by_id = {r["id"]: {k: v for k, v in r.items() if "seconds" not in k} for r in rows}
+        assert len(by_id) == len(rows), f"{name}: {len(rows) - len(by_id)} duplicated ids"
+        result[name] = by_id
+    return result
+
+
+class ActorKiller:
+    """The server's responder: the scripted model, which SIGKILLs the Ray worker process that
+    sent the n-th request of `stage` (before answering, so that worker dies mid-item)."""
+
+    def __init__(self, stage: str, nth: int):
+        self.model = ScriptedPipelineModel()
+        self.stage, self.nth, self.port = stage, nth, 0
+        self.lock = threading.Lock()
+        self.seen = 0
+        self.killed: list[str] = []
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        with self.lock:
+            if stage_of(body) == self.stage:
+                self.seen += 1
+                if self.seen == self.nth:
+                    self.killed = kill_ray_clients(self.port)
+                    return ""  # the sender is dead
+        return self.model(body)
+
+
+def kill_ray_clients(port: int) -> list[str]:
+    """SIGKILL every Ray worker process with a connection open to 127.0.0.1:`port`."""
+    killed = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            title = " ".join(p.info["cmdline"] or [])
+            if title.startswith("ray::") and any(
+                    c.raddr and c.raddr.port == port for c in p.net_connections("tcp")):
+                os.kill(p.pid, signal.SIGKILL)
+                killed.append(title)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return killed
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("videos")
+    return [synthetic_video(folder / f"{s.name}.mp4", s).path for s in (SHAPES_CUTS,
+                                                                        SHAPES_COUNT)]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(videos, tmp_path_factory) -> dict[str, dict[str, dict[str, Any]]]:
+    """Stages 1-3 with the local asyncio backend."""
+    out = tmp_path_factory.mktemp("local")
+    with ScriptedTestServer(ScriptedPipelineModel()) as srv:
+        asyncio.run(synthesize(videos, config(srv.base_url), out))
+    return records(out)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ray_backend_writes_the_local_backends_records(videos, local_ray, reference, tmp_path):
+    for name in RECORDS:
+        if name != "rejected.jsonl":
+            assert reference[name], f"the local run wrote no {name}"
+    out = tmp_path / "ray"
+    with ScriptedTestServer(ScriptedPipelineModel()) as srv:
+        cfg = config(srv.base_url, "backend=ray", "ray.actors=2", "ray.concurrency=4")
+        result = asyncio.run(synthesize(videos, cfg, out))
+        assert records(out) == reference
+        assert result.counts["cot"]["kept"] == len(reference["cot.jsonl"])
+        asked = len(srv.requests)
+        again = asyncio.run(synthesize(videos, cfg, out))  # resume: everything is finished
+        assert len(srv.requests) == asked, "a finished run asked the model again"
+    assert again.counts["caption"]["skipped"] == len(videos)
+    assert again.counts["qa"]["videos_skipped"] == len(reference["captions.jsonl"])
+    assert again.counts["cot"]["skipped"] == again.counts["cot"]["total"] > 0
+    assert records(out) == reference
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_ray_worker_killed_mid_item_is_retried_nothing_lost_or_doubled(
+        videos, local_ray, reference, tmp_path):
+    # one actor for the model stages: the process that sent the request is the one killed
+    killer = ActorKiller("qa", nth=5)
+    out = tmp_path / "ray-killed"
+    with ScriptedTestServer(killer) as srv:
+        killer.port = int(srv.base_url.rsplit(":", 1)[1].split("/")[0])
+        cfg = config(srv.base_url, "backend=ray", "ray.actors=1", "ray.concurrency=2",
+                     "ray.max_retries=2")
+        asyncio.run(synthesize(videos, cfg, out))
+    assert len(killer.killed) == 1 and "MapWorker" in killer.killed[0], killer.killed
+    assert records(out) == reference
+
+
+def test_unreachable_ray_address_is_a_clear_error(tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9",
+           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get(
+               "PYTHONPATH")])])}
+    video = synthetic_video(tmp_path / "v.mp4", SHAPES_COUNT).path
+    done = subprocess.run([sys.executable, "-m", "rewatch.cli", "synth", str(video), "--out",
+                           str(tmp_path / "run"), "--backend", "ray"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cannot reach the Ray cluster at 127.0.0.1:9" in done.stdout + done.stderr
+    assert not (tmp_path / "run" / "captions.jsonl").exists()
