@@ -60,19 +60,24 @@ def records(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 class ActorKiller:
-    """The server's responder: the scripted model, which SIGKILLs the Ray worker process that
-    sent the n-th request of `stage` (before answering, so that worker dies mid-item)."""
+    """The server's responder: the scripted model, which can SIGKILL the Ray worker process
+    that sent the n-th request of a stage (before answering, so that worker dies mid-item).
+    One server serves every run of this module: its URL is part of the stages' ids."""
 
-    def __init__(self, stage: str, nth: int):
+    def __init__(self) -> None:
         self.model = ScriptedPipelineModel()
-        self.stage, self.nth, self.port = stage, nth, 0
         self.lock = threading.Lock()
-        self.seen = 0
-        self.killed: list[str] = []
+        self.port = 0
+        self.arm(None, 0)
+
+    def arm(self, stage: str | None, nth: int) -> None:
+        with self.lock:
+            self.stage, self.nth, self.seen = stage, nth, 0
+            self.killed: list[str] = []
 
     def __call__(self, body: dict[str, Any]) -> str:
         with self.lock:
-            if stage_of(body) == self.stage:
+            if self.stage is not None and stage_of(body) == self.stage:
                 self.seen += 1
                 if self.seen == self.nth:
                     self.killed = kill_ray_clients(self.port)
@@ -111,29 +116,37 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def reference(videos, tmp_path_factory) -> dict[str, dict[str, dict[str, Any]]]:
+def server():
+    killer = ActorKiller()
+    with ScriptedTestServer(killer) as srv:
+        killer.port = int(srv.base_url.rsplit(":", 1)[1].split("/")[0])
+        yield srv, killer
+
+
+@pytest.fixture(scope="module")
+def reference(videos, server, tmp_path_factory) -> dict[str, dict[str, dict[str, Any]]]:
     """Stages 1-3 with the local asyncio backend."""
     out = tmp_path_factory.mktemp("local")
-    with ScriptedTestServer(ScriptedPipelineModel()) as srv:
-        asyncio.run(synthesize(videos, config(srv.base_url), out))
+    asyncio.run(synthesize(videos, config(server[0].base_url), out))
     return records(out)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_ray_backend_writes_the_local_backends_records(videos, local_ray, reference, tmp_path):
+def test_ray_backend_writes_the_local_backends_records(videos, server, local_ray, reference,
+                                                       tmp_path):
+    srv, _killer = server
     for name in RECORDS:
         if name != "rejected.jsonl":
             assert reference[name], f"the local run wrote no {name}"
     out = tmp_path / "ray"
-    with ScriptedTestServer(ScriptedPipelineModel()) as srv:
-        cfg = config(srv.base_url, "backend=ray", "ray.actors=2", "ray.concurrency=4")
-        result = asyncio.run(synthesize(videos, cfg, out))
-        assert records(out) == reference
-        assert result.counts["cot"]["kept"] == len(reference["cot.jsonl"])
-        asked = len(srv.requests)
-        again = asyncio.run(synthesize(videos, cfg, out))  # resume: everything is finished
-        assert len(srv.requests) == asked, "a finished run asked the model again"
+    cfg = config(srv.base_url, "backend=ray", "ray.actors=2", "ray.concurrency=4")
+    result = asyncio.run(synthesize(videos, cfg, out))
+    assert records(out) == reference
+    assert result.counts["cot"]["kept"] == len(reference["cot.jsonl"])
+    asked = len(srv.requests)
+    again = asyncio.run(synthesize(videos, cfg, out))  # resume: everything is finished
+    assert len(srv.requests) == asked, "a finished run asked the model again"
     assert again.counts["caption"]["skipped"] == len(videos)
     assert again.counts["qa"]["videos_skipped"] == len(reference["captions.jsonl"])
     assert again.counts["cot"]["skipped"] == again.counts["cot"]["total"] > 0
@@ -143,16 +156,19 @@ def test_ray_backend_writes_the_local_backends_records(videos, local_ray, refere
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_ray_worker_killed_mid_item_is_retried_nothing_lost_or_doubled(
-        videos, local_ray, reference, tmp_path):
-    # one actor for the model stages: the process that sent the request is the one killed
-    killer = ActorKiller("qa", nth=5)
+        videos, server, local_ray, reference, tmp_path):
+    srv, killer = server
+    killer.arm("qa", 5)  # the 5th Stage 2 request: its sender (a Ray worker) dies
     out = tmp_path / "ray-killed"
-    with ScriptedTestServer(killer) as srv:
-        killer.port = int(srv.base_url.rsplit(":", 1)[1].split("/")[0])
-        cfg = config(srv.base_url, "backend=ray", "ray.actors=1", "ray.concurrency=2",
-                     "ray.max_retries=2")
-        asyncio.run(synthesize(videos, cfg, out))
-    assert len(killer.killed) == 1 and "MapWorker" in killer.killed[0], killer.killed
+    cfg = config(srv.base_url, "backend=ray", "ray.actors=1", "ray.concurrency=2",
+                 "ray.max_retries=2")
+    try:
+        result = asyncio.run(synthesize(videos, cfg, out))
+        killed = killer.killed
+    finally:
+        killer.arm(None, 0)
+    assert len(killed) == 1 and "MapWorker" in killed[0], killed
+    assert result.counts["qa"]["errors"] == 0
     assert records(out) == reference
 
 

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,10 @@ class StageWorker:
         self.stage = stage
         self.cfg = Config.model_validate_json(cfg_json)
         self.models = build_models(self.cfg, ResponseCache(cache_path) if cache_path else None)
-        self.shared = shared
+        import ray
+
+        # the driver's ray.put of what the run already holds (resume state, finished ids)
+        self.shared = ray.get(shared) if isinstance(shared, ray.ObjectRef) else shared
         # model calls in flight in this actor (Stage 2's filters and MCQ steps share it)
         self.sem = asyncio.Semaphore(max(1, self.cfg.synth.concurrency))
 
@@ -195,11 +199,16 @@ def run_items(stage: str, items: list[tuple[str, dict[str, Any]]], cfg: Config, 
     shared_ref = ray.put(shared) if shared is not None else None
     ds = ray.data.from_items([{"key": k, "item": json.dumps(v, ensure_ascii=False)}
                               for k, v in items], override_num_blocks=len(items))
-    done = ds.map_batches(
-        StageWorker, batch_size=1, compute=compute, num_cpus=num_cpus,
-        fn_constructor_args=(stage, cfg.model_dump_json(),
-                             str(run.cache_path) if cfg.cache else None, shared_ref),
-        max_restarts=-1, max_task_retries=r.max_retries)
+    with warnings.catch_warnings():
+        # Ray Data restarts a dead actor without end and retries its tasks without end by
+        # default; max_task_retries bounds the retries of an item that keeps killing its
+        # worker (a remote arg, deprecated from Ray 2.64 on: pinned 2.60 here)
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        done = ds.map_batches(
+            StageWorker, batch_size=1, compute=compute, num_cpus=num_cpus,
+            fn_constructor_args=(stage, cfg.model_dump_json(),
+                                 str(run.cache_path) if cfg.cache else None, shared_ref),
+            max_task_retries=r.max_retries)
     files: dict[str, Any] = {}
     seen: set[str] = set()
     task = progress.add_task(f"{stage} (ray)", total=len(items)) if progress else None
