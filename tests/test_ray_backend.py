@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from pipeline_scripted import ScriptedPipelineModel, stage_of  # noqa: E402
 
 import rewatch  # noqa: E402
 from rewatch.config import load_config  # noqa: E402
-from rewatch.models.scripted_server import ScriptedTestServer  # noqa: E402
+from rewatch.models.scripted_server import ScriptedTestServer, last_user_text  # noqa: E402
 from rewatch.samples import SHAPES_COUNT, SHAPES_CUTS, synthetic_video  # noqa: E402
 from rewatch.synth.pipeline import synthesize  # noqa: E402
 
@@ -183,3 +184,58 @@ def test_unreachable_ray_address_is_a_clear_error(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "cannot reach the Ray cluster at 127.0.0.1:9" in done.stdout + done.stderr
     assert not (tmp_path / "run" / "captions.jsonl").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_eval_run_on_ray_writes_the_local_backends_predictions(local_ray, tmp_path):
+    """`rewatch eval run --backend ray` (frames mode: each video's frames decoded once on a
+    worker): the same predictions and scores as the local runner."""
+    import eval_fixtures as fx
+
+    from rewatch.eval.benchmarks import get_benchmark
+    from rewatch.eval.run import EvalRunner
+    from rewatch.models.registry import build_model
+
+    vids = fx.make_videos(tmp_path / "videos")
+    data = fx.minerva(tmp_path, vids)
+    bench = get_benchmark("minerva")
+    items = bench.load(data, tmp_path / "videos")
+
+    def answer(body: dict[str, Any]) -> str:  # scripted: a letter from the clip number
+        n = int(re.search(r"clip (\d+)", last_user_text(body)).group(1))
+        return f"<think>re-watching</think><answer>{'ABCDE'[n % 5]}</answer>"
+
+    def run(srv: ScriptedTestServer, out: Path, *extra: str) -> Any:
+        cfg = load_config(None, ["video.max_frames=8", "eval.concurrency=4",
+                                 "models.eval_model.backend=openai",
+                                 f"models.eval_model.base_url={srv.base_url}",
+                                 "models.eval_model.model=scripted", "eval.model=eval_model",
+                                 *extra])
+        cfg.video.root = str((tmp_path / "videos").resolve())
+
+        async def go() -> Any:
+            model = build_model(cfg.models["eval_model"], None)
+            try:
+                return await EvalRunner(bench, cfg, out, model,
+                                        videos_dir=tmp_path / "videos").run(items)
+            finally:
+                await model.aclose()
+
+        return asyncio.run(go())
+
+    def predictions(out: Path) -> dict[str, dict[str, Any]]:
+        rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+        assert len({r["id"] for r in rows}) == len(rows) == len(items)
+        return {r["id"]: {k: v for k, v in r.items() if k != "latency_s"} for r in rows}
+
+    with ScriptedTestServer(answer) as srv:
+        local = run(srv, tmp_path / "local")
+        asked = len(srv.requests)
+        on_ray = run(srv, tmp_path / "ray", "backend=ray", "ray.actors=2")
+        assert len(srv.requests) == 2 * asked
+        again = run(srv, tmp_path / "ray", "backend=ray")  # resume: nothing left to ask
+        assert len(srv.requests) == 2 * asked and again.already_done == len(items)
+    assert predictions(tmp_path / "ray") == predictions(tmp_path / "local")
+    assert on_ray.answered == local.answered == len(items) and on_ray.failed == 0
+    assert on_ray.scores["strict"].correct == local.scores["strict"].correct > 0

@@ -18,6 +18,7 @@ object captioner are CPU work); the model-calling stages run `ray.actors` actors
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import socket
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -105,6 +107,10 @@ def connect(cfg: Config) -> bool:
     return True
 
 
+# the records of the item a coroutine works for (an actor runs several items at once)
+_ITEM_EMIT: contextvars.ContextVar[Any] = contextvars.ContextVar("rewatch_item_emit")
+
+
 # --- the worker --------------------------------------------------------------------------------
 def _jsonable(record: BaseModel | dict[str, Any]) -> dict[str, Any]:
     return record.model_dump(mode="json") if isinstance(record, BaseModel) else record
@@ -128,6 +134,17 @@ class StageWorker:
         self.shared = ray.get(shared) if isinstance(shared, ray.ObjectRef) else shared
         # model calls in flight in this actor (Stage 2's filters and MCQ steps share it)
         self.sem = asyncio.Semaphore(max(1, self.cfg.synth.concurrency))
+        if stage == "eval":  # one EvalRunner per actor; its records go to the calling item
+            from rewatch.eval.run import EvalRunner
+            from rewatch.models.registry import build_model
+
+            s = self.shared
+            self.runner = EvalRunner(
+                s["bench"], self.cfg, s["out"], build_model(self.cfg.models[self.cfg.eval.model],
+                                                            None),
+                videos_dir=s["videos_dir"], captions=s["captions"],
+                cache=ResponseCache(cache_path) if cache_path else None)
+            self.runner.emit = lambda name, record: _ITEM_EMIT.get()(name, record)
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         keys, rows, counts = [], [], []
@@ -167,12 +184,24 @@ class StageWorker:
                 what = await chain_item(MCQRecord.model_validate(item["mcq"]), caption, cfg,
                                         models, emit)
             return out, {what: 1}
+        if self.stage == "eval":
+            from rewatch.eval.run import RunResult
+
+            res = RunResult(Path(self.shared["out"]), 0, 0)
+            token = _ITEM_EMIT.set(emit)  # the tasks this item's questions run in inherit it
+            try:
+                await self.runner.ask_all([self.shared["items"][i] for i in item["ids"]], res)
+            finally:
+                _ITEM_EMIT.reset(token)
+            return out, {"answered": res.answered, "failed": res.failed, "calls": res.calls,
+                         "cache_hits": res.cache_hits}
         raise ValueError(f"unknown stage {self.stage!r}")
 
 
 # --- the driver --------------------------------------------------------------------------------
 def run_items(stage: str, items: list[tuple[str, dict[str, Any]]], cfg: Config, run: RunDir,
-              shared: Any = None, progress: Any = None) -> Counter[str]:
+              shared: Any = None, progress: Any = None,
+              on_result: Callable[[str], None] | None = None) -> Counter[str]:
     """Run one stage's items on Ray and append their records to `run` as they arrive; returns
     the summed counts. Items are (key, JSON-able input); a key with no result after Ray's
     retries is recorded in errors.jsonl under that key."""
@@ -226,6 +255,8 @@ def run_items(stage: str, items: list[tuple[str, dict[str, Any]]], cfg: Config, 
                 totals[k] += v  # those are in errors.jsonl
         if progress is not None:
             progress.advance(task)
+        if on_result is not None:
+            on_result(key)
     for key, _item in items:
         if key not in seen:
             run.record_error(stage, key, WorkerLost(
@@ -234,7 +265,8 @@ def run_items(stage: str, items: list[tuple[str, dict[str, Any]]], cfg: Config, 
     return totals
 
 
-def _shutdown(started: bool) -> None:
+def shutdown(started: bool) -> None:
+    """Shut Ray down if `connect` started it (a joined cluster is left running)."""
     if started:
         import ray
 
@@ -300,5 +332,5 @@ def synthesize(videos: list[Path], cfg: Config, out: str | Path,
                 log.info("stage %s (ray) done in %.1f s: %s", stage, result.seconds[stage],
                          counts)
     finally:
-        _shutdown(started)
+        shutdown(started)
     return result
