@@ -20,7 +20,6 @@ import os
 import resource
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from rewatch.bench import use_test_fixtures
 
 use_test_fixtures()
 
-from pipeline_scripted import ScriptedPipelineModel, stage_of  # noqa: E402
+from pipeline_scripted import ScriptedPipelineModel  # noqa: E402
 
 from rewatch.config import load_config  # noqa: E402
 from rewatch.models.scripted_server import ScriptedTestServer  # noqa: E402
@@ -62,8 +61,11 @@ def one_run(videos: list[Path], cfg: Any, out: Path, srv: ScriptedTestServer
         n0, c0, t0 = len(srv.requests), cpu_seconds(), time.perf_counter()
         result = asyncio.run(synthesize(videos, cfg, out, (stage,)))
         wall = time.perf_counter() - t0
-        asked = Counter(stage_of(b) for b in srv.requests[n0:])
-        per[stage] = {"wall": wall, "cpu": cpu_seconds() - c0, "calls": sum(asked.values()),
+        sent = srv.requests[n0:]
+        chars = sum(len(json.dumps(b.get("messages", []), ensure_ascii=False)) for b in sent)
+        max_tokens = sum(int(b.get("max_tokens") or 0) for b in sent)
+        per[stage] = {"wall": wall, "cpu": cpu_seconds() - c0, "calls": len(sent),
+                      "prompt_chars": chars, "max_tokens": max_tokens,
                       **{f"counts.{k}": v for k, v in result.counts[stage].items()
                          if isinstance(v, int | float)}}
     return per
@@ -113,6 +115,7 @@ def main(quick: bool, copies: int, latency: float) -> None:
                 finally:
                     ray.shutdown()
         items = items_of(root / "local")
+        sizes = {f.name: f.stat().st_size for f in (root / "local").iterdir() if f.is_file()}
         same = all(records(root / f"ray{c}") == records(root / "local") for c in (1, 2))
 
     load = os.getloadavg()
@@ -148,8 +151,14 @@ def main(quick: bool, copies: int, latency: float) -> None:
     for stage in STAGES:
         per = a[stage]["calls"] / max(1, items[stage])
         unit = {"caption": "video", "qa": "video", "cot": "MCQ"}[stage]
+        calls = max(1.0, a[stage]["calls"])
         print(f"  {stage:8} model calls per {unit}: {per:5.1f}   ({a[stage]['calls']:.0f} "
-              f"calls / {items[stage]} items), CPU here {a[stage]['cpu']:.1f} s")
+              f"calls / {items[stage]} items), prompt {a[stage]['prompt_chars'] / calls:6.0f} "
+              f"chars/call, max_tokens {a[stage]['max_tokens'] / calls:5.0f}/call, CPU here "
+              f"{a[stage]['cpu']:.1f} s")
+    print(f"  run directory per video ({len(videos)} videos, {video_s:.0f} s): " + ", ".join(
+        f"{k} {v / len(videos) / 1024:.1f} KiB" for k, v in sorted(sizes.items())
+        if k.endswith((".jsonl", ".sqlite"))))
 
 
 if __name__ == "__main__":

@@ -179,7 +179,9 @@ class StageWorker:
             from rewatch.schema import CaptionRecord, MCQRecord
             from rewatch.synth.cot import chain_item
 
-            caption = CaptionRecord.model_validate(item["caption"]) if item["caption"] else None
+            # the captions by video id come once per actor (shared), not with every MCQ
+            raw = self.shared.get(item["mcq"]["video_id"])
+            caption = CaptionRecord.model_validate(raw) if raw is not None else None
             async with self.sem:
                 what = await chain_item(MCQRecord.model_validate(item["mcq"]), caption, cfg,
                                         models, emit)
@@ -252,7 +254,7 @@ def run_items(stage: str, items: list[tuple[str, dict[str, Any]]], cfg: Config, 
                 f.append(record)
         for k, v in json.loads(row["counts"]).items():
             if isinstance(v, int | float) and not isinstance(v, bool):  # not "failures":
-                totals[k] += v  # those are in errors.jsonl
+                totals[k] += v  # type: ignore[assignment]  # Stage 1's video_seconds: float
         if progress is not None:
             progress.advance(task)
         if on_result is not None:
@@ -297,9 +299,10 @@ def synthesize(videos: list[Path], cfg: Config, out: str | Path,
                     done_ids = run.file("captions.jsonl").ids()
                     got = run_items(stage, [(str(p), {"path": str(p)}) for p in videos], cfg,
                                     run, done_ids, bar)
-                    stats = CaptionStats(videos=len(videos), **{
-                        k: got.get(k, 0) for k in vars(CaptionStats()) if k not in (
-                            "videos", "failures", "wall_seconds")})
+                    stats = CaptionStats(videos=len(videos))
+                    for k in vars(stats):
+                        if k not in ("videos", "failures", "wall_seconds"):
+                            setattr(stats, k, got.get(k, 0))
                     stats.wall_seconds = time.monotonic() - t0
                     log_stats(stats)
                     counts = {k: v for k, v in vars(stats).items() if k != "failures"}
@@ -320,11 +323,11 @@ def synthesize(videos: list[Path], cfg: Config, out: str | Path,
                     mcqs, by_video = chain_inputs(run, cfg)
                     finished = run.file("cot.jsonl").ids() | run.file("rejected.jsonl").ids()
                     todo_m = [m for m in mcqs if cot_id(m, cfg) not in finished]
-                    caps = {m.video_id: by_video.get(m.video_id) for m in todo_m}
-                    got = run_items(stage, [(cot_id(m, cfg), {
-                        "mcq": m.model_dump(mode="json"),
-                        "caption": c.model_dump(mode="json") if (c := caps[m.video_id]) else None})
-                        for m in todo_m], cfg, run, None, bar)
+                    wanted = {m.video_id for m in todo_m}
+                    caps = {v: c.model_dump(mode="json") for v, c in by_video.items()
+                            if v in wanted}
+                    got = run_items(stage, [(cot_id(m, cfg), {"mcq": m.model_dump(mode="json")})
+                                            for m in todo_m], cfg, run, caps, bar)
                     counts = {"total": len(mcqs), **{k: got.get(k, 0) for k in (
                         "kept", "rejected", "errors")}, "skipped": len(mcqs) - len(todo_m)}
                 result.seconds[stage] = time.monotonic() - t0

@@ -369,7 +369,7 @@ async def caption_videos(paths: list[str | Path], cfg: Config, run: RunDir, mode
     async def one(path: str | Path) -> None:
         try:
             async with gate:
-                await caption_item(path, cfg, models, emit, stats, captions)
+                await caption_item(path, cfg, models, emit, stats, captions.ids())  # live set
         finally:
             if progress is not None:
                 progress.advance(task)
