@@ -20,6 +20,7 @@ import os
 import resource
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,13 @@ from pipeline_scripted import ScriptedPipelineModel  # noqa: E402
 
 from rewatch.config import load_config  # noqa: E402
 from rewatch.models.scripted_server import ScriptedTestServer  # noqa: E402
-from rewatch.samples import SHAPES_COUNT, SHAPES_CUTS, SHAPES_MIX, synthetic_video  # noqa: E402
+from rewatch.samples import (  # noqa: E402
+    SHAPES_COUNT,
+    SHAPES_CUTS,
+    SHAPES_MIX,
+    SyntheticSpec,
+    synthetic_video,
+)
 from rewatch.synth.pipeline import STAGES, synthesize  # noqa: E402
 
 RECORDS = ("videos.jsonl", "captions.jsonl", "qa.jsonl", "mcq.jsonl", "cot.jsonl",
@@ -89,37 +96,58 @@ def items_of(out: Path) -> dict[str, int]:
     return {"caption": n("videos.jsonl"), "qa": n("captions.jsonl"), "cot": n("mcq.jsonl")}
 
 
-def main(quick: bool, copies: int, latency: float) -> None:
+def variant(spec: SyntheticSpec, shift: int) -> SyntheticSpec:
+    """`spec` with every event `shift` seconds later: new content (so no request repeats
+    another video's and the per-item call counts are true), the same kind of video."""
+    if not shift:
+        return spec
+    scenes = ((0.0, spec.scenes[0][1]),) + tuple((t + shift, c) for t, c in spec.scenes[1:])
+    shapes = tuple(replace(x, enter=x.enter + shift, leave=x.leave + shift) for x in spec.shapes)
+    return replace(spec, name=f"{spec.name}_{shift}", duration=spec.duration + shift,
+                   scenes=scenes, shapes=shapes)
+
+
+def measure(root: Path, specs: list[SyntheticSpec], latency: float
+            ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, float], dict[str, int],
+                       bool, dict[str, int]]:
+    """The three runs (asyncio, Ray 1 CPU, Ray 2 CPUs) on these videos."""
     import ray
 
-    copies = 1 if quick else copies
+    videos = [synthetic_video(root / "videos" / f"{s.name}.mp4", s).path for s in specs]
+    runs: dict[str, dict[str, dict[str, float]]] = {}
+    init_s: dict[str, float] = {}
+    with ScriptedTestServer(ScriptedPipelineModel(), latency_s=latency) as srv:
+        runs["asyncio"] = one_run(videos, config(srv.base_url), root / "local", srv)
+        for cpus in (1, 2):
+            t0 = time.perf_counter()
+            ray.init(num_cpus=cpus, include_dashboard=False, configure_logging=False,
+                     object_store_memory=256 * 2**20, log_to_driver=False)
+            init_s[f"ray {cpus} CPU"] = time.perf_counter() - t0
+            try:
+                runs[f"ray {cpus} CPU"] = one_run(
+                    videos, config(srv.base_url, "backend=ray", "ray.actors=2",
+                                   "ray.concurrency=8"), root / f"ray{cpus}", srv)
+            finally:
+                ray.shutdown()
+    same = all(records(root / f"ray{c}") == records(root / "local") for c in (1, 2))
+    sizes = {f.name: f.stat().st_size for f in (root / "local").iterdir() if f.is_file()}
+    return runs, init_s, items_of(root / "local"), same, sizes
+
+
+def main(quick: bool, copies: int, latency: float) -> None:
+    base = (SHAPES_CUTS, SHAPES_COUNT, SHAPES_MIX)
+    small = list(base)
+    large = [variant(s, i) for i in range(1 if quick else copies) for s in base]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        specs = [s for _ in range(copies) for s in (SHAPES_CUTS, SHAPES_COUNT, SHAPES_MIX)]
-        videos = [synthetic_video(root / "videos" / f"{s.name}_{i}.mp4", s).path
-                  for i, s in enumerate(specs)]
-        video_s = sum(s.duration for s in specs)
-        runs: dict[str, dict[str, dict[str, float]]] = {}
-        init_s: dict[str, float] = {}
-        with ScriptedTestServer(ScriptedPipelineModel(), latency_s=latency) as srv:
-            runs["asyncio"] = one_run(videos, config(srv.base_url), root / "local", srv)
-            for cpus in (1, 2):
-                t0 = time.perf_counter()
-                ray.init(num_cpus=cpus, include_dashboard=False, configure_logging=False,
-                         object_store_memory=256 * 2**20, log_to_driver=False)
-                init_s[f"ray {cpus} CPU"] = time.perf_counter() - t0
-                try:
-                    runs[f"ray {cpus} CPU"] = one_run(
-                        videos, config(srv.base_url, "backend=ray", "ray.actors=2",
-                                       "ray.concurrency=8"), root / f"ray{cpus}", srv)
-                finally:
-                    ray.shutdown()
-        items = items_of(root / "local")
-        sizes = {f.name: f.stat().st_size for f in (root / "local").iterdir() if f.is_file()}
-        same = all(records(root / f"ray{c}") == records(root / "local") for c in (1, 2))
+        if not quick:
+            small_runs, _i, small_items, small_same, _s = measure(root / "small", small, latency)
+        runs, init_s, items, same, sizes = measure(root / "large", large, latency)
+    video_s = sum(s.duration for s in large)
+    n_videos = len(large)
 
     load = os.getloadavg()
-    print(f"Ray backend vs asyncio: {len(videos)} generated videos ({video_s:.0f} s of video), "
+    print(f"Ray backend vs asyncio: {n_videos} generated videos ({video_s:.0f} s of video), "
           f"scripted server at {latency * 1000:.0f} ms latency, load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} cores")
     names = list(runs)
@@ -143,6 +171,15 @@ def main(quick: bool, copies: int, latency: float) -> None:
     print("  Ray start-up, not in the table: " + ", ".join(
         f"{k} {v:.1f} s" for k, v in init_s.items()))
     print(f"  records of both Ray runs identical to asyncio's: {'yes' if same else 'NO'}")
+    if not quick:  # the cost of each added item, the fixed start of each stage's pool aside
+        grown = {n: sum(runs[n][s]["wall"] - small_runs[n][s]["wall"] for s in STAGES)
+                 for n in names}
+        added = sum(items.values()) - sum(small_items.values())
+        print(f"  marginal ({len(small)} -> {n_videos} videos, {added} more items): " + ", ".join(
+            f"{n} {grown[n]:+.1f} s" for n in names)
+            + f"; ray1/asyncio {grown['ray 1 CPU'] / grown['asyncio']:.2f}x, ray2/ray1 "
+            f"{grown['ray 1 CPU'] / grown['ray 2 CPU']:.2f}x"
+            + ("" if small_same else "  (small runs' records DIFFER)"))
     a = runs["asyncio"]
     print("scaling inputs (asyncio run):")
     print(f"  stage 1 CPU: {a['caption']['cpu']:.1f} s for {video_s:.0f} s of video = "
@@ -156,15 +193,16 @@ def main(quick: bool, copies: int, latency: float) -> None:
               f"calls / {items[stage]} items), prompt {a[stage]['prompt_chars'] / calls:6.0f} "
               f"chars/call, max_tokens {a[stage]['max_tokens'] / calls:5.0f}/call, CPU here "
               f"{a[stage]['cpu']:.1f} s")
-    print(f"  run directory per video ({len(videos)} videos, {video_s:.0f} s): " + ", ".join(
-        f"{k} {v / len(videos) / 1024:.1f} KiB" for k, v in sorted(sizes.items())
-        if k.endswith((".jsonl", ".sqlite"))))
+    print(f"  records: MCQs per video {items['cot'] / n_videos:.1f}; run directory per video: "
+          + ", ".join(f"{k} {v / n_videos / 1024:.1f} KiB" for k, v in sorted(sizes.items())
+                      if k.endswith(".jsonl")))
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="one copy of each video")
-    p.add_argument("--copies", type=int, default=2, help="copies of each of the 3 sample specs")
+    p.add_argument("--copies", type=int, default=3,
+                   help="time-shifted variants of each of the 3 sample specs (the large size)")
     p.add_argument("--latency", type=float, default=0.05, help="scripted server latency (s)")
     args = p.parse_args()
     main(args.quick, args.copies, args.latency)
