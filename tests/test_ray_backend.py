@@ -44,7 +44,9 @@ def config(url: str, *extra: str) -> Any:
     sets = [f"models.{name}.{k}={v}" for name in ("llm", "probe_small") for k, v in (
         ("backend", "openai"), ("base_url", url), ("model", f"scripted-{name}"),
         ("max_retries", 0), ("timeout_s", 120))]
-    return load_config("demo", [*sets, "synth.qa.questions_per_video=3", *extra])
+    # max_chains below the MCQ count: which MCQs Stage 3 takes must not depend on file order
+    return load_config("demo", [*sets, "synth.qa.questions_per_video=3", "synth.cot.max_chains=6",
+                                *extra])
 
 
 def records(out: Path) -> dict[str, dict[str, dict[str, Any]]]:

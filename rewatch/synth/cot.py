@@ -75,12 +75,13 @@ def _advance(progress: Any, total: int) -> Callable[[], None]:
 
 def chain_order(mcqs: list[MCQRecord], limit: int = 0) -> list[MCQRecord]:
     """The MCQs to chain, in order: every question's first item, then the second items, ...
-    (file order within each round); with `limit`, the first `limit` of them."""
+    (by MCQ id within each round, so the choice does not depend on the order mcq.jsonl was
+    written in, which differs between runs and backends); with `limit`, the first `limit`."""
     rank: dict[str, int] = {}
     keyed = []
-    for i, m in enumerate(mcqs):
+    for m in sorted(mcqs, key=lambda x: x.id):
         rank[m.qa_id] = rank.get(m.qa_id, -1) + 1
-        keyed.append((rank[m.qa_id], i, m))
+        keyed.append((rank[m.qa_id], m.id, m))
     ordered = [m for _r, _i, m in sorted(keyed, key=lambda x: x[:2])]
     return ordered[:limit] if limit else ordered
 
