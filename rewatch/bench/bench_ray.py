@@ -49,7 +49,9 @@ def config(url: str, *extra: str) -> Any:
     sets = [f"models.{name}.{k}={v}" for name in ("llm", "probe_small") for k, v in (
         ("backend", "openai"), ("base_url", url), ("model", f"scripted-{name}"),
         ("max_retries", 0), ("timeout_s", 120), ("concurrency", 16))]
+    # every MCQ gets its chain (the demo config stops at 14)
     return load_config("demo", [*sets, "synth.qa.questions_per_video=3", "synth.concurrency=8",
+                                "synth.cot.max_chains=0",
                                 *extra])
 
 
@@ -89,7 +91,7 @@ def records(out: Path) -> dict[str, dict[str, Any]]:
 
 
 def items_of(out: Path) -> dict[str, int]:
-    """Items each stage worked on: videos, captions, MCQs."""
+    """Items of each stage's input: videos, captions, MCQs."""
     def n(name: str) -> int:
         p = out / name
         return len(p.read_text().splitlines()) if p.exists() else 0
@@ -131,7 +133,10 @@ def measure(root: Path, specs: list[SyntheticSpec], latency: float
                 ray.shutdown()
     same = all(records(root / f"ray{c}") == records(root / "local") for c in (1, 2))
     sizes = {f.name: f.stat().st_size for f in (root / "local").iterdir() if f.is_file()}
-    return runs, init_s, items_of(root / "local"), same, sizes
+    items = items_of(root / "local")
+    items["mcq"] = items["cot"]
+    items["cot"] = int(runs["asyncio"]["cot"]["counts.total"])  # the chains asked (max_chains)
+    return runs, init_s, items, same, sizes
 
 
 def main(quick: bool, copies: int, latency: float) -> None:
@@ -174,7 +179,7 @@ def main(quick: bool, copies: int, latency: float) -> None:
     if not quick:  # the cost of each added item, the fixed start of each stage's pool aside
         grown = {n: sum(runs[n][s]["wall"] - small_runs[n][s]["wall"] for s in STAGES)
                  for n in names}
-        added = sum(items.values()) - sum(small_items.values())
+        added = sum(items[s] - small_items[s] for s in STAGES)
         print(f"  marginal ({len(small)} -> {n_videos} videos, {added} more items): " + ", ".join(
             f"{n} {grown[n]:+.1f} s" for n in names)
             + f"; ray1/asyncio {grown['ray 1 CPU'] / grown['asyncio']:.2f}x, ray2/ray1 "
@@ -187,13 +192,14 @@ def main(quick: bool, copies: int, latency: float) -> None:
           "(decode + object captioner + driver)")
     for stage in STAGES:
         per = a[stage]["calls"] / max(1, items[stage])
-        unit = {"caption": "video", "qa": "video", "cot": "MCQ"}[stage]
+        unit = {"caption": "video", "qa": "video", "cot": "chain"}[stage]
         calls = max(1.0, a[stage]["calls"])
         print(f"  {stage:8} model calls per {unit}: {per:5.1f}   ({a[stage]['calls']:.0f} "
               f"calls / {items[stage]} items), prompt {a[stage]['prompt_chars'] / calls:6.0f} "
               f"chars/call, max_tokens {a[stage]['max_tokens'] / calls:5.0f}/call, CPU here "
               f"{a[stage]['cpu']:.1f} s")
-    print(f"  records: MCQs per video {items['cot'] / n_videos:.1f}; run directory per video: "
+    print(f"  records: MCQs per video {items['mcq'] / n_videos:.1f}, chains asked "
+          f"{items['cot']} (synth.cot.max_chains); run directory per video: "
           + ", ".join(f"{k} {v / n_videos / 1024:.1f} KiB" for k, v in sorted(sizes.items())
                       if k.endswith(".jsonl")))
 
