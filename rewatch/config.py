@@ -139,6 +139,10 @@ class QAConfig(Section):
     # anchored only: the question must name the target line's start time (MM:SS), so it points
     # at one moment (a small model otherwise writes "in the new shot" of a video with three)
     anchor_time: bool = False
+    # a wh-question that names its own answer ("What colour is the dark green blob?" ->
+    # "green") gets the answer taken out ("the dark blob") instead of being rejected
+    # (rewatch.synth.qa.repair_answer_in_question); the original is kept in the record
+    repair_answer_in_question: bool = True
     # when M_qa's distractors fall short: fill from detail words of the video's other caption
     # lines (then cleaned and checked against C_detail like the rest)
     caption_distractors: bool = True
@@ -169,6 +173,9 @@ class CoTConfig(Section):
     # prose: M_convert writes the reasoning text, actions/observations are copied verbatim
     # into the template; free: M_convert writes the whole chain (strong models)
     convert_mode: Literal["prose", "free"] = "prose"
+    # more M_convert calls for a chain whose prose states a word no observation holds
+    # (prose_adds_facts): each retry is told the words (prompts/cot_convert_retry.md)
+    convert_retries: int = Field(1, ge=0)
     # chains attempted at most (0: one per MCQ): every question's first item comes first
     max_chains: int = Field(0, ge=0)
 

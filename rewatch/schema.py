@@ -111,3 +111,4 @@ class CoTRecord(Record):
     trajectory: list[CoTStep]
     cot: str  # reasoning with <action>/<observation> spans, ending in <answer>X</answer>
     n_actions: int
+    conversions: int = 1  # M_convert calls it took (more after prose_adds_facts retries)

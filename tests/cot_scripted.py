@@ -37,6 +37,12 @@ def options_of(messages: list[dict[str, Any]]) -> dict[str, str]:
     return dict(re.findall(r"^([A-Z])\. (.+)$", messages[1]["content"], re.M))
 
 
+def answer(messages: list[dict[str, Any]], letter: str, thought: str = "I know it"
+           ) -> dict[str, Any]:
+    """A final_answer step naming option `letter` by its text (the schema's enum)."""
+    return step(thought, "final_answer", options_of(messages)[letter])
+
+
 def evidence_reasoner(messages: list[dict[str, Any]]) -> dict[str, Any]:
     """Search with the question, look at the first timestamp seen, answer from the evidence."""
     n = sum(1 for m in messages if m["role"] == "assistant")
@@ -48,7 +54,8 @@ def evidence_reasoner(messages: list[dict[str, Any]]) -> dict[str, Any]:
         return step("Let me look closer.", "segment_query", stamps[0] if stamps else "00:00")
     seen = observations(messages).lower()
     named = [k for k, v in options_of(messages).items() if re.search(rf"\b{v.lower()}\b", seen)]
-    return step("The evidence decides it.", "final_answer", named[0] if named else "A")
+    options = options_of(messages)
+    return step("The evidence decides it.", "final_answer", options[named[0] if named else "A"])
 
 
 def is_reasoner(request: dict[str, Any]) -> bool:

@@ -187,7 +187,7 @@ def cloze_reasoner(messages: list[dict[str, Any]]) -> dict[str, Any]:
         return out
     seen = " ".join(x["content"] for x in messages[2:] if x["role"] == "user").replace(":", ",")
     blanked = m.group(2).replace(":", ",")
-    fits = [k for k, v in options_of(messages).items()
+    fits = [v for v in options_of(messages).values()
             if re.search(rf"(?<![A-Za-z]){re.escape(blanked.replace(BLANK, v))}", seen)]
     return step("The observed line completes the question.", "final_answer", fits[0]) \
         if len(fits) == 1 else out

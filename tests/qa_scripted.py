@@ -132,9 +132,8 @@ class Panel:
             q = self._find(prompt)
             options = dict(re.findall(r"^([A-J])\. (.*)$", prompt, re.M))
             also = {q.distractors[i - 1] for i in q.also_correct}
-            pick = next((k for k, v in options.items() if v in also), None)
-            return json.dumps({"answer": pick or next(
-                k for k, v in options.items() if v == q.answer)})
+            pick = next((v for v in options.values() if v in also), None)
+            return json.dumps({"answer": pick or q.answer})
         q = self._find(prompt)
         if "Summary of a video:" in prompt:
             self._count("F3")
@@ -177,8 +176,10 @@ FEW = Q("What does the red circle do after it appears?", "rolls right", qtype="a
 COUNT_CHECKED = Q(COUNT.question, COUNT.answer, qtype="counting", evidence=COUNT.evidence,
                   distractors=COUNT.distractors, also_correct=(1,))
 DUPLICATE = Q(GOOD.question, "yellow triangle")
+# names its answer; repaired (the answer taken out) it is GOOD's question: a duplicate
+REPAIRED = Q("What colour is the yellow shape that appears at 00:08?", "yellow")
 SHAPES = [GOOD_NOISY, SUMMARY_BIASED, TEXT_BIASED, WRONG_LEXICAL, WRONG_JUDGED, NO_EVIDENCE,
-          LEAKY, DUPLICATE, COUNT_CHECKED, JUDGED_SAME, FEW]
+          LEAKY, DUPLICATE, COUNT_CHECKED, JUDGED_SAME, FEW, REPAIRED]
 
 
 def shapes_run(tmp: Path) -> RunDir:

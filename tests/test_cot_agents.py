@@ -10,11 +10,13 @@ import pytest
 from cot_scripted import (
     Agents,
     actions_of,
+    answer,
     echo_observer,
     evidence_reasoner,
     is_reasoner,
     make_run,
     models_for,
+    options_of,
     reasoner_enum,
     schema_of,
     scripted_config,
@@ -111,14 +113,15 @@ async def test_answer_that_is_no_option_is_refused_by_the_schema(tmp_path):
     with ScriptedTestServer(agents) as srv:
         cfg = scripted_config(srv.base_url, min_actions=0)
         await synthesize_cot(run, cfg, models_for(cfg, run))
-        answer = variants(schema_of(srv.requests[0]))["final_answer"]
-    assert answer["properties"]["argument"]["enum"] == ["A", "B", "C", "D"]
+        final = variants(schema_of(srv.requests[0]))["final_answer"]
+        options = options_of(srv.requests[0]["messages"])
+    assert final["properties"]["argument"]["enum"] == [options[k] for k in "ABCD"]
     rejected = list(run.file("rejected.jsonl").read())
     assert rejected[0]["reason"] == "invalid_reasoner_reply" and "Z" in rejected[0]["detail"]
 
 
 async def test_answer_without_rewatching_is_rejected(tmp_path):
-    agents = Agents(reasoner=lambda m: step("I know it", "final_answer", "B"))
+    agents = Agents(reasoner=lambda m: answer(m, "B"))
     _, _, rejected = await run_stage(tmp_path, agents, min_actions=0)
     assert rejected[0]["reason"] == "answer_without_evidence"
 
@@ -128,7 +131,7 @@ async def test_the_first_step_cannot_answer_by_schema(tmp_path):
 
     def record(messages):
         seen.append(len(messages))
-        return step("I know it", "final_answer", "B")
+        return answer(messages, "B")
 
     agents = Agents(reasoner=record)
     run = make_run(tmp_path, TRUTH, 1)
@@ -181,8 +184,8 @@ async def test_wrong_final_answer_is_rejected_before_conversion(tmp_path):
     def contrarian(messages):
         out = evidence_reasoner(messages)
         if out["action"] == "final_answer":
-            letters = sorted(set("ABCD") - {out["argument"]})
-            out["argument"] = letters[0]
+            options = options_of(messages)
+            out["argument"] = sorted(set(options.values()) - {out["argument"]})[0]
         return out
 
     agents = Agents(reasoner=contrarian)
@@ -213,7 +216,7 @@ async def test_question_with_no_caption_evidence_is_rejected(tmp_path):
     def lost(messages):
         n = sum(1 for m in messages if m["role"] == "assistant")
         return step("look around", "segment_retrieval", "what is there") if n == 0 else \
-            step("guess", "final_answer", "B")
+            answer(messages, "B", "guess")
 
     _, _, rejected = await run_stage(tmp_path, Agents(reasoner=lost))
     assert rejected[0]["reason"] == "no_caption_evidence"
@@ -225,9 +228,31 @@ async def test_converter_adding_a_fact_is_rejected(tmp_path):
         return {"steps": ["I check this part."] * n,
                 "conclusion": "I counted 7 circles in all, which settles it."}
 
-    _, kept, rejected = await run_stage(tmp_path, Agents(converter=embellish))
+    agents = Agents(converter=embellish)
+    _, kept, rejected = await run_stage(tmp_path, agents)
     assert not kept and rejected[0]["reason"] == "prose_adds_facts"
     assert "7" in rejected[0]["detail"] and rejected[0]["cot"]
+    # one retry (convert_retries=1) was told the words, and added them again
+    assert rejected[0]["conversions"] == 2 and agents.calls["converter"] == 2
+
+
+async def test_converter_told_its_added_words_can_fix_the_chain(tmp_path):
+    told = []
+
+    def learns(content):
+        n = int(re.search(r"\((\d+) in all", content).group(1))
+        m = re.search(r"contains: (.+)\.\n", content)
+        told.append(m.group(1) if m else None)
+        conclusion = "The observations settle it." if m else "I counted 7 circles in all."
+        return {"steps": ["I check this part."] * n, "conclusion": conclusion}
+
+    agents = Agents(converter=learns)
+    _, kept, rejected = await run_stage(tmp_path, agents)
+    assert kept and not rejected and kept[0]["conversions"] == 2
+    assert told == [None, "7, counted"]  # "circles" was observed
+    _, kept, rejected = await run_stage(tmp_path / "none", Agents(converter=learns),
+                                        convert_retries=0)
+    assert not kept and rejected[0]["reason"] == "prose_adds_facts"
 
 
 async def test_resume_after_an_outage_repeats_no_model_call(tmp_path):

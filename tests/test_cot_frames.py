@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from cot_scripted import Agents, models_for, scripted_config, step
+from cot_scripted import Agents, answer, models_for, scripted_config, step
 from cot_truth import SPEC, caption_from_truth, mcqs_from_truth
 
 from rewatch.models.scripted_server import ScriptedTestServer
@@ -25,7 +25,7 @@ async def test_observer_reads_frames_through_the_captioner(tmp_path):
     def look(messages):
         n = sum(1 for m in messages if m["role"] == "assistant")
         return step("Look at the start.", "segment_query", "00:01-00:02") if n == 0 else \
-            step("Decide.", "final_answer", "B")
+            answer(messages, "B", "Decide.")
 
     agents = Agents(reasoner=look)
     with ScriptedTestServer(agents) as srv:

@@ -15,6 +15,7 @@ from cot_scripted import (
     is_reasoner,
     make_run,
     models_for,
+    options_of,
     reasoner_enum,
     schema_of,
     scripted_config,
@@ -42,6 +43,7 @@ from rewatch.synth.tools import CaptionIndex, parse_action
 TRUTH = truth_of(SPEC)
 CAPTION = caption_from_truth(TRUTH)
 LETTERS = ("A", "B", "C", "D")
+ANSWERS = ("blue", "red", "green", "yellow")  # the final answer names an option's text
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +75,10 @@ def test_used_queries_and_their_other_form_leave_the_enum(index):
 
 
 def test_reasoner_schema_constrains_every_argument(index):
-    model = reasoner_schema(tuple(index.query_targets()), LETTERS, True)
+    model = reasoner_schema(tuple(index.query_targets()), ANSWERS, True)
     ok = [{"thought": "look", "action": "segment_query", "argument": "00:05"},
           {"thought": "find", "action": "segment_retrieval", "argument": "red circle appears"},
-          {"thought": "done", "action": "final_answer", "argument": "C"}]
+          {"thought": "done", "action": "final_answer", "argument": "green"}]
     for reply in ok:
         assert model.model_validate(reply).root.argument == reply["argument"]
     bad = [{"thought": "", "action": "segment_query", "argument": "d"},
@@ -86,17 +88,17 @@ def test_reasoner_schema_constrains_every_argument(index):
            {"thought": "", "action": "segment_retrieval", "argument": "x"},  # too short
            {"thought": "", "action": "segment_retrieval", "argument": 'say "hi"'},
            {"thought": "", "action": "segment_retrieval", "argument": "a" * 81},
-           {"thought": "", "action": "final_answer", "argument": "E"},
-           {"thought": "", "action": "final_answer", "argument": "red"}]
+           {"thought": "", "action": "final_answer", "argument": "C"},  # a letter
+           {"thought": "", "action": "final_answer", "argument": "purple"}]
     for reply in bad:
         with pytest.raises(ValidationError):
             model.model_validate(reply)
 
 
 def test_reasoner_schema_drops_choices_that_are_not_open():
-    first = json_schema_of(reasoner_schema(("00:01",), LETTERS, False))
+    first = json_schema_of(reasoner_schema(("00:01",), ANSWERS, False))
     assert [a["$ref"].rsplit("/", 1)[1] for a in first["anyOf"]] == ["Retrieve", "Query"]
-    exhausted = json_schema_of(reasoner_schema((), LETTERS, True))
+    exhausted = json_schema_of(reasoner_schema((), ANSWERS, True))
     assert [a["$ref"].rsplit("/", 1)[1] for a in exhausted["anyOf"]] == ["Retrieve", "Answer"]
     assert first["title"] == "ReasonerReply"  # the json_schema name servers are sent
 
@@ -128,9 +130,9 @@ def test_schemas_are_plain_json_schema_that_llama_cpp_compiles(index):
     plain = {"$defs", "$ref", "anyOf", "properties", "required", "title", "type", "enum",
              "const", "items", "minItems", "maxItems", "maxLength", "pattern"}
     result = index.segment_retrieval("red circle appears")
-    models = [reasoner_schema(tuple(index.query_targets()), LETTERS, True),
-              reasoner_schema(("00:01",), LETTERS, False),
-              reasoner_schema((), LETTERS, True, True),
+    models = [reasoner_schema(tuple(index.query_targets()), ANSWERS, True),
+              reasoner_schema(("00:01",), ANSWERS, False),
+              reasoner_schema((), ANSWERS, True, True),
               observer_schema(("00:01-00:02", "00:02-00:04")),
               quote_schema(tuple(quote_options(result))),
               prose_schema(3)]
@@ -296,9 +298,10 @@ async def test_answer_at_limit_leaves_only_the_answer_on_the_last_step(tmp_path)
         await synthesize_cot(run, cfg, models_for(cfg, run))
         schemas = [schema_of(r) for r in srv.requests if is_reasoner(r)]
     assert "anyOf" in schemas[0] and "anyOf" in schemas[1]
-    last = schemas[2]  # one object: the answer, an option letter
+    last = schemas[2]  # one object: the answer, an option's text
+    options = options_of(next(r for r in srv.requests if is_reasoner(r))["messages"])
     assert last["properties"]["action"]["const"] == "final_answer"
-    assert last["properties"]["argument"]["enum"] == list(LETTERS)
+    assert last["properties"]["argument"]["enum"] == [options[k] for k in LETTERS]
     rejected = list(run.file("rejected.jsonl").read())
     # the scripted policy ignores the schema and queries again: refused, not run
     assert rejected[0]["reason"] == "invalid_reasoner_reply"

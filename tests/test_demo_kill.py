@@ -32,8 +32,8 @@ from rewatch.models.scripted_server import ScriptedTestServer
 from rewatch.samples import SHAPES_COUNT, SHAPES_CUTS, synthetic_video
 
 RECORDS = ("videos.jsonl", "captions.jsonl", "qa.jsonl", "mcq.jsonl", "cot.jsonl",
-           "rejected.jsonl", "rewards.jsonl", "export/trl/sft_train.jsonl", "export/trl/sft_val.jsonl",
-           "export/trl/grpo_train.jsonl", "export/trl/grpo_val.jsonl")
+           "rejected.jsonl", "rewards.jsonl", "export/trl/sft_train.jsonl",
+           "export/trl/sft_val.jsonl", "export/trl/grpo_train.jsonl", "export/trl/grpo_val.jsonl")
 STAGES = ("caption", "qa", "cot", "reward")  # the demo's model stages, in the order it runs them
 REPO = Path(rewatch.__file__).resolve().parents[1]
 

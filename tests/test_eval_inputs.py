@@ -13,7 +13,7 @@ import pytest
 
 from rewatch.config import load_config
 from rewatch.eval.benchmarks import EvalItem, get_benchmark
-from rewatch.eval.inputs import caption_text, text_proxy_messages
+from rewatch.eval.inputs import FramePool, caption_text, text_proxy_messages
 from rewatch.eval.run import EvalRunner
 from rewatch.models.openai_compat import OpenAIChatModel
 from rewatch.models.scripted_server import ScriptedTestServer, last_user_text
@@ -159,3 +159,42 @@ def test_official_prompt_style_uses_the_lmms_eval_prompts(env: tuple[Path, list[
         "Output only the number and nothing else.")
     # the default style keeps our prompts
     assert prompt_name(m0, "direct", "auto", None, mn.official_prompts["direct"]) == "direct"
+
+
+async def test_frame_pool_prepares_the_first_video_alone_then_ahead(
+        env: tuple[Path, list[str]]) -> None:
+    # no request can go before the first video is ready: it is prepared alone (two at once
+    # took twice as long each here), then up to prepare_ahead videos at a time
+    tmp, vids = env
+    cfg = load_config(None, ["video.max_frames=8", "eval.prepare_workers=2",
+                             "eval.prepare_ahead=3"])
+    cfg.video.root = str((tmp / "videos").resolve())
+    paths = [str((tmp / "videos" / f"{v}.mp4").resolve()) for v in vids[:3]]
+    pool = FramePool(cfg)
+    try:
+        first = await pool.acquire(paths[0])
+        second = await pool.acquire(paths[1])
+        assert first.done() and not first.exception()  # the second started after it
+        third = await pool.acquire(paths[2])
+        videos = [await f for f in (first, second, third)]
+        assert [v.path for v in videos] == paths and pool.prepared == 3
+        assert all(json.loads(v.parts_json) == v.parts for v in videos)
+    finally:
+        pool.close()
+
+
+# The README's react_prompt as far as it could be read here (stored copies of
+# github.com/alibaba/ReWatch-R1's page end at "...determine the final answer, yo"; docs/eval.md)
+README_REACT_PROMPT_READ = (
+    "You are a video understanding expert. You are given a video and a question. You need to "
+    "answer the question based on the video content. Please answer the question step by step. "
+    "When you need more video details, you will re-watch the relevant clips and use <action> "
+    "and </action> to mark the actions, and use <observation> and </observation> to mark the "
+    "visual details you observe. When you have enough information to determine the final "
+    "answer, yo")
+
+
+def test_rewatch_r1_prompt_is_the_readme_text_as_far_as_it_was_read() -> None:
+    from rewatch.eval.inputs import load_prompt
+
+    assert load_prompt("rewatch_r1_think", strip=False).startswith(README_REACT_PROMPT_READ)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,6 +195,43 @@ def test_cache_resume_and_rerun(env: tuple[Path, list[str]], tmp_path: Path) -> 
         assert touched.calls == 2 and touched.cache_hits == 4  # m0 and m4 are on vid0
         with pytest.raises(RunMismatch, match="mode"):
             run("minerva", data, tmp, out, model(), config(tmp, "eval.mode=direct"))
+
+
+def test_cache_never_replays_another_model_or_video_file(env: tuple[Path, list[str]],
+                                                         tmp_path: Path) -> None:
+    tmp, vids = env
+    shutil.copytree(tmp / "videos", tmp_path / "videos")  # this test replaces a video file
+    data = fx.minerva(tmp_path, vids)
+    cfg = config(tmp_path)
+    db = tmp_path / "cache.db"
+
+    def go(out: str, model: Any) -> Any:
+        cache = ResponseCache(db)  # one cache file for every run below
+        try:
+            return run("minerva", data, tmp_path, tmp_path / out, model, cfg, cache=cache)
+        finally:
+            cache.close()
+
+    def replies(out: str) -> set[str]:
+        return set(read_predictions(tmp_path / out / "predictions.jsonl")[0].values())
+
+    with ScriptedTestServer(scripted_answer) as a, ScriptedTestServer("<answer>B</answer>") as b:
+        assert go("first", scripted(a)).calls == 6
+        same = go("same", scripted(a))  # the same model and videos: answered from the cache
+        assert (same.calls, same.cache_hits, len(a.requests)) == (0, 6, 6)
+        # the same model name on another server is another model
+        other_server = go("other_server", scripted(b))
+        assert (other_server.calls, other_server.cache_hits, len(b.requests)) == (6, 0, 6)
+        assert replies("other_server") == {"<answer>B</answer>"}
+        # another model served by the same server
+        other_model = go("other_model", lambda: OpenAIChatModel("other", a.base_url))
+        assert (other_model.calls, other_model.cache_hits, len(a.requests)) == (6, 0, 12)
+        # another video file under the same name (vid1's bytes written to vid0.mp4)
+        shutil.copy(tmp_path / "videos/vid1.mp4", tmp_path / "videos/vid0.mp4")
+        replaced = go("replaced", scripted(a))
+        assert (replaced.calls, replaced.cache_hits) == (2, 4)  # m0 and m4 are on vid0
+        asked = {re.search(r"clip (\d+)", last_user_text(m)).group(1) for m in a.requests[12:]}
+        assert len(a.requests) == 14 and asked == {"0", "4"}
 
 
 class HoldingServer(ScriptedTestServer):

@@ -12,7 +12,13 @@ import time
 
 import pytest
 
-from rewatch.models.http import HTTPStatusError, JSONClient, TransportError
+from rewatch.models.http import (
+    HTTPStatusError,
+    JSONClient,
+    PreEncodedList,
+    TransportError,
+    encode_json,
+)
 
 REPLY = {"choices": [{"message": {"role": "assistant", "content": "ok"}}]}
 
@@ -173,3 +179,53 @@ def test_a_proxied_host_goes_through_the_sdk(monkeypatch) -> None:
     monkeypatch.delenv("http_proxy")
     assert OpenAIChatModel("m", "http://10.1.2.3:8000/v1")._http is not None
     assert OpenAIChatModel("m", "https://api.example.com/v1")._http is None
+
+
+def test_pre_encoded_head_is_spliced_into_the_body_not_encoded_again() -> None:
+    head = ({"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + "A" * 4000}},
+            {"type": "text", "text": "[00:01] café"})
+    # compact separators, unlike json.dumps' default: seeing them in the body proves the bytes
+    # were spliced in rather than encoded again
+    compact = json.dumps(list(head), ensure_ascii=False, separators=(",", ":")).encode()
+    tail = [{"type": "text", "text": "Which option? \x00 \"quoted\""}]
+    content = PreEncodedList(head, compact, tail)
+    assert content == [*head, *tail]  # an ordinary list to every other reader
+    payload = {"model": "m", "messages": [{"role": "system", "content": "be brief"},
+                                          {"role": "user", "content": content}], "seed": 0}
+    body = encode_json(payload)
+    assert compact[:-1] in body and json.loads(body) == json.loads(json.dumps(payload))
+    assert json.loads(encode_json({"messages": [{"content": PreEncodedList(head, compact, [])}]})
+                      ) == {"messages": [{"content": list(head)}]}
+    empty = PreEncodedList((), b"[]", tail)
+    assert json.loads(encode_json({"messages": [{"content": empty}]}))["messages"][0][
+        "content"] == tail
+    content[0] = {"type": "text", "text": "replaced"}  # the head changed: encoded afresh
+    assert not content.head_intact() and compact[:-1] not in encode_json(payload)
+    assert json.loads(encode_json(payload)) == json.loads(json.dumps(payload))
+
+
+async def test_pre_encoded_request_reaches_the_server_intact() -> None:
+    head = ({"type": "text", "text": "frame " * 300},)
+    content = PreEncodedList(head, json.dumps(list(head)).encode(), [{"type": "text",
+                                                                      "text": "prompt"}])
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head_bytes = await reader.readuntil(b"\r\n\r\n")
+        size = int(next(line.split(b":")[1] for line in head_bytes.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")))
+        seen.append(await reader.readexactly(size))
+        writer.write(http(json.dumps(REPLY).encode()))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = JSONClient(f"http://127.0.0.1:{port}/v1")
+    try:
+        assert await client.post_json("/chat/completions", {"messages": [
+            {"role": "user", "content": content}]}) == REPLY
+    finally:
+        await client.aclose()
+        server.close()
+    assert json.loads(seen[0]) == {"messages": [{"role": "user", "content": list(content)}]}

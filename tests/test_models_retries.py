@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from rewatch.models.base import ModelError, SchemaError
+from rewatch.models.http import PreEncodedList
 from rewatch.models.openai_compat import OpenAIChatModel
 from rewatch.models.scripted_server import ScriptedTestServer
 from rewatch.reward.judges import JudgeError, RewardJudge, Verdict
@@ -116,3 +117,44 @@ async def test_a_cancelled_sender_does_not_cancel_the_waiters() -> None:
         first.cancel()
         reply = await waiter
     assert first.cancelled() and reply.text == GOOD and len(srv.requests) == 2
+
+
+async def test_frame_requests_without_a_cache_coalesce_by_their_shared_frames() -> None:
+    # no cache: the in-flight key names a video's pre-encoded frames by identity (no ~1 MB
+    # encoding and hash per request), and still tells different prompts or videos apart
+    def frames(tag: str) -> tuple[tuple[dict, ...], bytes]:
+        head = tuple({"type": "image_url", "image_url": {"url": f"data:,{tag}" + "x" * 5000}}
+                     for _ in range(3))
+        return head, json.dumps(list(head)).encode()
+
+    video, other_video = frames("a"), frames("b")
+
+    def ask(head: tuple[tuple[dict, ...], bytes], prompt: str) -> list[dict]:
+        return [{"role": "user", "content": PreEncodedList(*head, [{"type": "text",
+                                                                   "text": prompt}])}]
+
+    with OutcomeServer(["good"], latency_s=0.2) as srv:
+        m = model(srv)
+        assert m.cache is None
+        await asyncio.gather(*(m.chat(ask(video, "same question")) for _ in range(4)),
+                             m.chat(ask(video, "another question")),
+                             m.chat(ask(other_video, "same question")))
+    assert len(srv.requests) == 3 and m.stats["coalesced"] == 3
+    sent = [r["messages"][0]["content"] for r in srv.requests]
+    assert sorted(c[-1]["text"] for c in sent) == ["another question", "same question",
+                                                   "same question"]
+    assert all(len(c) == 4 and c[0]["image_url"]["url"].startswith("data:,") for c in sent)
+
+
+async def test_long_strings_count_by_content_in_the_cache_key(tmp_path) -> None:
+    # the in-flight shortcut (identity) never reaches the response cache: equal content in
+    # another object is a hit, different content of the same length is not
+    from rewatch.models.cache import ResponseCache
+
+    long_a, long_b = "a" * 5000, "b" * 5000
+    with OutcomeServer(["good"]) as srv:
+        m = model(srv, cache=ResponseCache(tmp_path / "c.db"))
+        await m.chat([{"role": "user", "content": long_a}])
+        await m.chat([{"role": "user", "content": "".join(["a"] * 5000)}])
+        await m.chat([{"role": "user", "content": long_b}])
+    assert len(srv.requests) == 2 and m.stats["cache_hits"] == 1

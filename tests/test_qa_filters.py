@@ -14,6 +14,7 @@ from qa_scripted import (
     JUDGED_SAME,
     LEAKY,
     NO_EVIDENCE,
+    REPAIRED,
     SHAPES,
     SUMMARY_BIASED,
     TEXT_BIASED,
@@ -43,6 +44,7 @@ from rewatch.synth.qa import (
     generation_checks,
     line_words,
     normalize_answer,
+    repair_answer_in_question,
 )
 
 
@@ -75,7 +77,11 @@ def test_each_filter_rejects_what_it_should(finished):
     assert rej[NO_EVIDENCE.question]["reason"].startswith("evidence_not_in_caption")
     assert rej[LEAKY.question]["reason"] == "answer_in_question"
     dup = [r for r in rows(run, "rejected.jsonl") if r.get("reason") == "duplicate_question"]
-    assert [d["answer"] for d in dup] == ["yellow triangle"]
+    assert [d["answer"] for d in dup] == ["yellow triangle", "yellow"]
+    # the wh-question naming its answer was repaired first, then checked like any other
+    assert dup[1]["question"] == GOOD.question
+    assert dup[1]["generation"]["repaired_from"] == REPAIRED.question
+    assert counts["repaired"] == 1
     # the equivalence judge was needed for "yellow shape" vs "yellow" and said the same
     same = rej[JUDGED_SAME.question]["filters"]["F2"]["answers"]
     assert rej[JUDGED_SAME.question]["filter"] == "F2"
@@ -247,3 +253,26 @@ def test_generation_checks_name_the_defect():
     assert AnchoredQuestion.model_json_schema()["properties"]["question"]["pattern"]
     with pytest.raises(ValidationError):
         AnchoredQuestion.model_validate({"answer": "x", "question": "circle_answer_circle"})
+
+
+def test_a_wh_question_naming_its_answer_is_repaired_not_rejected():
+    # the 1.5B M_qa's own leaks from a demo run's rejections (answer_in_question)
+    phrasing = {"object", "screen"}
+    cases = {
+        ("What colour is the dark green blob that appears at 00:05?", "green"):
+            "What colour is the dark blob that appears at 00:05?",
+        ("What colour is the purple circle at 00:04?", "purple"):
+            "What colour is the circle at 00:04?",
+        ("What size is the large light gray blob that appears in the centre at 00:02?",
+         "large"): "What size is the light gray blob that appears in the centre at 00:02?",
+        ("What shape is the black triangle at 00:03?", "triangle"):
+            "What shape is the black object at 00:03?",
+        # left alone: phrasing, yes/no, a count's noun, a verb's complement, a bare end noun
+        ("What is the object on screen at 00:02?", "screen"): None,
+        ("Is the circle that rolls right a red circle?", "red"): None,
+        ("How many circles are there when three squares appear at 00:03?", "three"): None,
+        ("Which way does the circle move right at 00:05?", "right"): None,
+        ("What shape is the triangle?", "triangle"): None,
+    }
+    for (question, answer), want in cases.items():
+        assert repair_answer_in_question(question, answer, phrasing) == want, question

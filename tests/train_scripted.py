@@ -60,7 +60,8 @@ def one_look_reasoner(messages: list[dict[str, Any]]) -> dict[str, Any]:
     seen = observations(messages).lower()
     named = [k for k, v in options_of(messages).items()
              if re.search(rf"\b{re.escape(v.lower())}\b", seen)]
-    return step("The evidence decides it.", "final_answer", named[0] if named else "A")
+    options = options_of(messages)
+    return step("The evidence decides it.", "final_answer", options[named[0] if named else "A"])
 
 
 class PipelineScript:

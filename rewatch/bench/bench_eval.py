@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -30,8 +31,8 @@ from typing import Any
 from rewatch.config import load_config
 from rewatch.eval.benchmarks import get_benchmark
 from rewatch.eval.inputs import frames_messages, prepare_frames
-from rewatch.eval.run import EvalRunner, plain_chat
-from rewatch.models.cache import ResponseCache
+from rewatch.eval.run import EvalRunner
+from rewatch.models.cache import ResponseCache, request_key
 from rewatch.models.openai_compat import OpenAIChatModel
 from rewatch.samples import CACHE_DIR, Shape, SyntheticSpec, synthetic_video
 
@@ -100,21 +101,29 @@ def cpu_bound(cfg: Any, paths: list[str]) -> tuple[float, list[Any]]:
     return time.perf_counter() - t0, videos
 
 
-async def requests_alone(base_url: str, videos: list[Any], n: int, concurrency: int) -> float:
+async def requests_alone(base_url: str, videos: list[Any], n: int, concurrency: int,
+                         old_path: bool = False) -> tuple[float, float]:
     """Seconds to send `n` frame requests (frames already prepared): the request path alone
-    (serialization, cache key, HTTP, the server process), with the same concurrency."""
+    (serialization, cache key, HTTP, the server process), with the same concurrency; and the
+    client's CPU ms per request. `old_path` replays the request path before issue 14's fix:
+    the frames as a plain list (JSON-encoded for every request) and the whole request encoded
+    and hashed once more for a cache key, as `BaseChatModel.chat` did even without a cache."""
     model = OpenAIChatModel("scripted", base_url, concurrency=concurrency)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
-        async with gate:  # the runner's call: no per-request hashing of the frames
-            await plain_chat(model, frames_messages(f"question {i}", videos[i % len(videos)]),
-                             temperature=0.0, max_tokens=512)
+        messages = frames_messages(f"question {i}", videos[i % len(videos)])
+        async with gate:  # the runner's call: a model without a cache hashes no frames
+            if old_path:
+                messages = [{**m, "content": list(m["content"])} for m in messages]
+                request_key(model.name, messages, None, 0.0, 512, model.seed)
+            await model.chat(messages, temperature=0.0, max_tokens=512)
 
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     await model.aclose()
-    return time.perf_counter() - t0
+    return wall, cpu / n * 1000
 
 
 async def one_run(bench: Any, cfg: Any, out: Path, base_url: str, items: list[Any],
@@ -139,6 +148,8 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=192)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--old-path", action="store_true",
+                   help="Also time the request path as it was before issue 14's fix.")
     p.add_argument("--json", type=Path, help="Also write the figures here.")
     a = p.parse_args()
     if a.quick:
@@ -166,7 +177,12 @@ def main() -> None:
     try:
         port = int(proc.stdout.readline().split()[1])  # type: ignore[union-attr]
         base = f"http://127.0.0.1:{port}/v1"
-        t_req = asyncio.run(requests_alone(base, prepared, a.questions, a.concurrency))
+        t_req, cpu_req = asyncio.run(requests_alone(base, prepared, a.questions,
+                                                    a.concurrency))
+        old = None
+        if a.old_path:  # the same requests the old way, right after, on the same machine
+            old = asyncio.run(requests_alone(base, prepared, a.questions, a.concurrency,
+                                             old_path=True))
         del prepared
         out = work / "run"
         shutil.rmtree(out, ignore_errors=True)
@@ -184,7 +200,9 @@ def main() -> None:
         "latency_s": a.latency, "concurrency": a.concurrency, "prepare_workers": a.workers,
         "server_bound_qps": server_rate, "cpu_prepare_all_s": t_cpu, "cpu_bound_qps": cpu_rate,
         "lower_bound_qps": bound, "achieved_qps": rate, "ratio_to_bound": rate / bound,
-        "requests_alone_s": t_req, "requests_alone_qps": req_rate, "shared_cpu_bound_qps": shared,
+        "requests_alone_s": t_req, "requests_alone_qps": req_rate,
+        "client_cpu_ms_per_request": cpu_req, "shared_cpu_bound_qps": shared,
+        "old_path_requests_alone_s": old and old[0], "old_path_client_cpu_ms": old and old[1],
         "ratio_to_shared_bound": rate / min(shared, server_rate),
         "first_run_s": first.wall_s, "answered": first.answered, "failed": first.failed,
         "videos_prepared": first.videos_prepared, "rerun_s": rerun.wall_s,
@@ -199,6 +217,12 @@ def main() -> None:
     print(f"request path alone (frames ready): {req_rate:.1f} q/s ({t_req:.1f} s); with "
           f"preparation on the same cores: {shared:.1f} q/s -> achieved = "
           f"{rate / min(shared, server_rate):.1%} of that")
+    print(f"client CPU per request: {cpu_req:.2f} ms")
+    if old is not None:
+        print(f"old request path (frames encoded per request + hashed for a key): "
+              f"{a.questions / old[0]:.1f} q/s ({old[0]:.1f} s), client CPU {old[1]:.2f} ms per "
+              f"request, vs {req_rate:.1f} q/s and {cpu_req:.2f} ms now")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"rerun of the finished run: {rerun.wall_s:.2f} s = {rerun.wall_s / first.wall_s:.1%} "
           f"of the first ({rerun.calls} calls)")
     if a.json:

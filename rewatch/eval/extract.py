@@ -1,6 +1,7 @@
 """Strict answer extraction shared by every benchmark: never a random fallback.
 
-Order for multiple choice: the last `<answer>` block if there is one (and only it), else an
+Order for multiple choice: the last `<answer>` block if there is one (and only it, read first by
+the option-letter reading the reward and Stage 3 share, `rewatch.text.option_letter`), else an
 explicit statement ("the answer is (B)", "Answer: B", "option: B"), else a leading letter
 ("B) because ..."), else a reply that is exactly one option's text, else a single distinct
 standalone option letter. Anything else is "no answer", which scorers count as wrong and report
@@ -12,7 +13,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rewatch.text import ONES, SCALES, TENS, clock_seconds, numbers_in, word_number
+from rewatch.text import (
+    ONES,
+    SCALES,
+    TENS,
+    clock_seconds,
+    letters_named,
+    numbers_in,
+    option_letter,
+    options_matching,
+    word_number,
+)
 
 # --- shared helpers ----------------------------------------------------------------------------
 
@@ -71,7 +82,6 @@ _EXPLICIT = [
     re.compile(r"\boption\s*\(?([A-Z])\)?\s+is\s+(?:the\s+)?(?:correct|right|best|answer)", re.I),
 ]
 _LEADING = re.compile(r"^[\s*\"'\[(]*([A-Za-z])[\s*\"'\])]*(?:[.):,]|[-–](?=\s)|$)")
-_STANDALONE = re.compile(r"(?<![A-Za-z0-9'’_\-])\(?([A-Z])\)?(?![A-Za-z0-9'’_\-])")
 
 
 def _letter_ok(text: str, m: re.Match[str], letters: str) -> str | None:
@@ -107,27 +117,35 @@ def _leading(text: str, letters: str) -> str | None:
 
 
 def _option_text(text: str, options: dict[str, str]) -> str | None:
-    t = _norm(text)
-    if not t:
-        return None
-    hits = [k for k, v in options.items() if _norm(v) == t]
+    hits = options_matching(_norm(text), options) if options else []
     return hits[0] if len(hits) == 1 else None
 
 
 def _single_letter(text: str, letters: str) -> tuple[str | None, str]:
-    found: set[str] = set()
-    for m in _STANDALONE.finditer(text):
-        ch = m.group(1)
-        if ch not in letters:
-            continue
-        # "A man ...": the article, not option A (unless written "(A)")
-        if (ch == "A" and not m.group(0).startswith("(")
-                and re.match(r"\s+(?!(?:or|and|nor)\b)[a-z]", text[m.end():])):
-            continue
-        found.add(ch)
+    found = letters_named(text, letters)  # "A man ...": the article, not option A
     if len(found) == 1:
         return found.pop(), "single_letter"
     return None, "ambiguous" if found else "none"
+
+
+# the shared reading's verdicts that settle an answer block: it names another option too
+_NAMES_OTHERS = ("other_option_text", "multiple_options")
+
+
+def _answer(block: str, options: dict[str, str], letters: str) -> tuple[str | None, str]:
+    """An `<answer>` block: first the reading the reward and Stage 3 use
+    (`rewatch.text.option_letter`, with text after the letter allowed, as free replies have
+    it), so "C. twice" is C and "C. four times" (D's text) or "C or D" is no answer; a block
+    that does not start with a letter ("The answer is B", "**A**", "b") then goes through the
+    statement rules below."""
+    opts = options or {k: "" for k in letters}
+    got, why = option_letter(block, {k: v for k, v in opts.items() if k in letters} or None,
+                             extra_text=True)
+    if got is not None:
+        return got, "letter"
+    if why.startswith(_NAMES_OTHERS):
+        return None, "ambiguous"
+    return _choose(block, options, letters)
 
 
 def _choose(text: str, options: dict[str, str], letters: str) -> tuple[str | None, str]:
@@ -147,7 +165,7 @@ def extract_choice(reply: str, options: dict[str, str] | None = None,
     letters = letters or ("".join(options) if options else "ABCDE")
     block = answer_block(reply)
     if block is not None:
-        value, how = _choose(block, options, letters)
+        value, how = _answer(block, options, letters)
         return Extraction(value, "answer_tag" if value else f"answer_tag_{how}")
     value, how = _choose(final_text(reply), options, letters)
     return Extraction(value, how)

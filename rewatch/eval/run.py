@@ -48,7 +48,7 @@ from rewatch.eval.scoring import (  # noqa: F401  (re-exported: the run's scorin
     write_scored,
     write_scores,
 )
-from rewatch.models.base import BaseChatModel, ChatModel, Reply, Usage
+from rewatch.models.base import ChatModel, Reply, Usage
 from rewatch.models.cache import ResponseCache
 from rewatch.schema import CaptionRecord
 from rewatch.store import Emit, JsonlFile, RunDir, error_record
@@ -112,21 +112,6 @@ def model_identity(model: ChatModel) -> dict[str, Any]:
     if isinstance(path, str | os.PathLike) and str(path):
         ident["model_file"] = file_identity(os.fspath(path))
     return ident
-
-
-async def plain_chat(model: ChatModel, messages: list[dict[str, Any]], *, temperature: float,
-                     max_tokens: int) -> Reply:
-    """One chat call without the model's own response cache. `BaseChatModel.chat` hashes
-    every request (json.dumps + sha256 of ~1 MB of frames) for a cache key even when it has no
-    cache; the eval runner keeps its own cheaply keyed cache, so for a model that has no cache
-    and does not override `chat` it calls the backend directly: the frames are JSON-encoded
-    once, for the HTTP body. Anything else goes through `chat`."""
-    if (isinstance(model, BaseChatModel) and model.cache is None
-            and type(model).chat is BaseChatModel.chat):
-        model.stats["calls"] += 1
-        text, usage = await model._complete(messages, None, temperature, max_tokens, model.seed)
-        return Reply(text, None, usage, model.name)
-    return await model.chat(messages, temperature=temperature, max_tokens=max_tokens)
 
 
 def check_meta(out: Path, key: dict[str, Any], extra: dict[str, Any]) -> None:
@@ -262,8 +247,10 @@ class EvalRunner:
             if hit is not None:
                 result.cache_hits += 1
                 return Reply(hit[0], None, Usage(**hit[1]), self.model.name, cached=True)
-        reply = await plain_chat(self.model, messages, temperature=temperature,
-                                 max_tokens=self.cfg.eval.max_tokens)
+        # the model has no cache of its own here (see the class docstring), so `chat` encodes
+        # the frames once, for the HTTP body
+        reply = await self.model.chat(messages, temperature=temperature,
+                                      max_tokens=self.cfg.eval.max_tokens)
         if not reply.cached:  # a model with a cache of its own may have answered from it
             result.calls += 1
         if key is not None and self.cache is not None and not reply.cached:

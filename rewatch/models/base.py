@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ValidationError
 
 from rewatch.models.cache import ResponseCache, request_key
+from rewatch.models.http import PreEncodedList
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,35 @@ class ChatModel(Protocol):
         max_tokens: int | None = None,
         seed: int | None = None,
     ) -> Reply: ...
+
+
+# Strings longer than this (base64 frames, long captions) are named by object identity in an
+# in-flight key instead of by content.
+_INFLIGHT_INLINE = 512
+
+
+def _named(value: Any) -> Any:
+    if isinstance(value, PreEncodedList) and value.head_intact():  # a video's frames: by identity
+        return ("<head>", id(value.head), len(value.head), _named(value[len(value.head):]))
+    if isinstance(value, str):
+        return value if len(value) <= _INFLIGHT_INLINE else ("<str>", id(value), len(value))
+    if isinstance(value, dict):
+        return tuple(sorted((k, _named(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_named(v) for v in value)
+    return value
+
+
+def inflight_key(messages: list[Message], schema: dict[str, Any] | None, temperature: float,
+                 max_tokens: int, seed: int) -> str:
+    """A key for coalescing identical requests in flight, without encoding the whole request.
+
+    Short strings count by content, long ones by identity: while the first request is in
+    flight its messages are alive, so another live string with the same id is the same object
+    (equal content in another object is simply not coalesced). Valid only while in flight;
+    never store it (the response cache uses `request_key`)."""
+    return repr((_named(messages), None if schema is None else json.dumps(schema,
+                 sort_keys=True), temperature, max_tokens, seed))
 
 
 @functools.lru_cache(maxsize=512)
@@ -144,15 +174,17 @@ class BaseChatModel:
         max_tokens = self.max_tokens if max_tokens is None else max_tokens
         seed = self.seed if seed is None else seed
         schema_json = json_schema_of(schema) if schema is not None else None
-        identity = await self.cache_identity() if self.cache is not None else self.name
-        key = request_key(identity, messages, schema_json, temperature, max_tokens, seed)
         if self.cache is not None:
+            key = request_key(await self.cache_identity(), messages, schema_json, temperature,
+                              max_tokens, seed)
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats["cache_hits"] += 1
                 text, cached_usage = hit
                 parsed = parse_reply(text, schema) if schema is not None else None
                 return Reply(text, parsed, Usage(**cached_usage), self.name, cached=True)
+        else:  # no cache: a key good only for finding identical requests in flight right now
+            key = inflight_key(messages, schema_json, temperature, max_tokens, seed)
         while (pending := self._inflight.get(key)) is not None:
             try:
                 first = await asyncio.shield(pending)  # its error, if any, is ours too

@@ -38,6 +38,8 @@ def file_digest(path: str | Path, cache: ResponseCache | None = None) -> str:
 
 def request_key(model: str, messages: Any, schema: Any, temperature: float, max_tokens: int,
                 seed: int) -> str:
+    """The response-cache key of a request: a sha256 of its whole content (for a request of
+    192 frames that is ~1 MB encoded and hashed, so compute it only where a cache exists)."""
     blob = json.dumps(
         {"model": model, "messages": messages, "schema": schema, "temperature": temperature,
          "max_tokens": max_tokens, "seed": seed},

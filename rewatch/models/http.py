@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import zlib
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +33,71 @@ class HTTPStatusError(RuntimeError):
 
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class PreEncodedList(list[Any]):
+    """A list whose first items (`head`) carry their JSON encoding, computed once: a video's
+    ~1 MB of frame parts shared by all its questions. It is an ordinary list to every reader;
+    `JSONClient` splices `head_json` into the request body instead of encoding it again."""
+
+    __slots__ = ("head", "head_json")
+
+    def __init__(self, head: tuple[Any, ...], head_json: bytes, tail: list[Any]):
+        super().__init__([*head, *tail])
+        self.head = head
+        self.head_json = head_json  # json.dumps(list(head), ensure_ascii=False), UTF-8
+
+    def head_intact(self) -> bool:
+        """Whether the list still starts with exactly the objects `head_json` encodes."""
+        n = len(self.head)
+        return len(self) >= n and all(a is b for a, b in zip(self, self.head, strict=False))
+
+    def encoded(self) -> bytes:
+        """This list's JSON (UTF-8), the head spliced in, the rest encoded now."""
+        if not self.head_intact():
+            return json.dumps(list(self), ensure_ascii=False).encode()
+        tail = self[len(self.head):]
+        if not tail:
+            return self.head_json
+        rest = json.dumps(tail, ensure_ascii=False).encode()
+        if not self.head:
+            return rest
+        return self.head_json[:-1] + b", " + rest[1:]
+
+
+def encode_json(payload: Any) -> bytes:
+    """`payload` as UTF-8 JSON, with any `PreEncodedList` among the values of the dicts in a
+    top-level list (a chat request's `messages[i]["content"]`) spliced in from its encoding."""
+    raw: dict[bytes, bytes] = {}
+    if isinstance(payload, dict):
+        swapped: dict[str, Any] = {}
+        for key, value in payload.items():
+            if isinstance(value, list) and any(
+                    isinstance(m, dict) and any(isinstance(v, PreEncodedList) for v in m.values())
+                    for m in value):
+                value = [_swap(m, raw) if isinstance(m, dict) else m for m in value]
+            swapped[key] = value
+        payload = swapped
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    for token, data in raw.items():  # the body is small here: the big parts are in `raw`
+        body = body.replace(token, data, 1)
+    return body
+
+
+def _swap(message: dict[str, Any], raw: dict[bytes, bytes]) -> dict[str, Any]:
+    out = {}
+    for key, value in message.items():
+        if isinstance(value, PreEncodedList):
+            # a NUL-delimited placeholder with a per-process nonce: JSON writes a real string's
+            # NUL as \u0000, so only an identical string could collide, and none holds the nonce
+            mark = f"\x00{_NONCE}:{len(raw)}\x00"
+            raw[json.dumps(mark).encode()] = value.encoded()
+            value = mark
+        out[key] = value
+    return out
+
+
+_NONCE = os.urandom(8).hex()
 
 
 class JSONClient:
@@ -58,7 +124,7 @@ class JSONClient:
     async def post_json(self, path: str, payload: Any) -> Any:
         """POST `payload` as JSON to prefix + `path`; the decoded JSON reply. Raises
         HTTPStatusError for a 4xx/5xx reply, TransportError when there is no reply."""
-        body = json.dumps(payload, ensure_ascii=False).encode()
+        body = encode_json(payload)
         request = (f"POST {self.prefix}{path} HTTP/1.1\r\n{self._head}"
                    f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
         try:

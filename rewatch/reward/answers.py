@@ -8,26 +8,15 @@ look-alike letter: the policy was asked for one upper-case ASCII option letter.
 from __future__ import annotations
 
 import re
-import unicodedata
-from functools import lru_cache
 from typing import Literal
 
-from rewatch.text import number_spans
+from rewatch.text import number_spans, option_letter, options_matching
 
 AnswerKind = Literal["choice", "count", "free"]
 
-# One upper-case letter, alone or as "(B)", "B.", "B)", "B: text", "B. text"
-_CHOICE = re.compile(r"\(?([A-Z])(?![A-Za-z0-9])\)?(?:\s*[.:)\-]\s*|\s+|$)(.*)", re.S)
-_LOWER = re.compile(r"\(?([a-z])\)?[.:)]?")
-_TRUTH_LETTER = re.compile(r"\s*\(?([A-Z])(?![A-Za-z0-9])")
-_LONE_LETTER = re.compile(r"(?<![A-Za-z0-9])[A-Z](?![A-Za-z0-9])")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[a-z]+")
-
-
-
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+_TRUTH_LETTER = re.compile(r"\s*\(?([A-Z])(?![A-Za-z0-9])")
 
 
 def answer_kind(ground_truth: str, options: dict[str, str] | None = None) -> AnswerKind:
@@ -40,33 +29,10 @@ def answer_kind(ground_truth: str, options: dict[str, str] | None = None) -> Ans
     return "free"
 
 
-def option_text(letter: str, text: str) -> str:
-    """An option's own text, normalised for comparison, without a copy of its own letter in
-    front (Video-R1-style options are written "C. twice")."""
-    m = _CHOICE.fullmatch(text.strip())
-    if m and m.group(1) == letter and m.group(2).strip():
-        text = m.group(2)
-    return _norm(text)
-
-
-@lru_cache(maxsize=4096)
-def _option_table(items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    # a GRPO batch scores many responses against the same options: normalise them once
-    return tuple((k, option_text(k, v)) for k, v in items)
-
-
-def _option_hits(text: str, options: dict[str, str]) -> list[str]:
-    """The letters whose option text `text` is (normalised)."""
-    t = _norm(text)
-    if not t:
-        return []
-    return [k for k, v in _option_table(tuple(options.items())) if v == t]
-
-
 def _truth_letter(truth: str, options: dict[str, str] | None = None) -> str | None:
     """The ground truth's letter: "C", "(C)", "C. twice", or an option's text ("twice"; checked
     first, so that "A dog" is option B when B is "A dog")."""
-    hits = _option_hits(truth, options) if options else []
+    hits = options_matching(truth, options) if options else []
     if len(hits) == 1:
         return hits[0]
     m = _TRUTH_LETTER.match(truth)
@@ -74,45 +40,11 @@ def _truth_letter(truth: str, options: dict[str, str] | None = None) -> str | No
 
 
 def choice_letter(answer: str, options: dict[str, str] | None = None) -> tuple[str | None, str]:
-    """The single option letter an answer names, or None and the reason it names none.
-
-    A letter followed by its own option's text ("C. twice" when C is "twice") names C; a
-    letter followed by another option's text, by a second letter or by anything else names
-    none. Without `options` the text after a letter cannot be checked and names none."""
-    text = answer.strip()
-    hits = _option_hits(text, options) if options else []
-    if len(hits) == 1:  # an option's text alone (checked first: "A dog" may be option B)
-        return hits[0], ""
-    m = _CHOICE.fullmatch(text)
-    if m:
-        letter, rest = m.group(1), m.group(2).strip().rstrip(".")
-        if options is not None and letter not in options:
-            return None, f"not_an_option: {letter!r} is not one of {sorted(options)}"
-        if not rest:
-            return letter, ""
-        if options is not None:
-            if _norm(rest) == dict(_option_table(tuple(options.items())))[letter]:
-                return letter, ""
-            others = [k for k in _option_hits(rest, options) if k != letter]
-            if others:
-                return None, (f"other_option_text: {letter} is followed by the text of "
-                              f"option {others[0]}")
-        if len(set(_LONE_LETTER.findall(text))) > 1:
-            return None, "multiple_options: the answer names more than one option"
-        if options is None:
-            return None, ("extra_text: the answer has text beyond the option letter (no "
-                          "options given to check it against)")
-        return None, "extra_text: the answer has text beyond the option letter"
-    if len(set(_LONE_LETTER.findall(text))) > 1 or re.fullmatch(r"[A-Z]{2,10}", text):
-        return None, "multiple_options: the answer names more than one option"
-    if _LOWER.fullmatch(text):
-        return None, "lowercase_letter: option letters are upper case"
-    folded = unicodedata.normalize("NFKC", text)
-    if folded != text and _CHOICE.fullmatch(folded):
-        return None, "fullwidth_letter: option letters are ASCII"
-    if len(text) <= 4 and any(ord(c) > 127 and c.isalpha() for c in text):
-        return None, "lookalike_letter: a non-ASCII character in place of an option letter"
-    return None, "not_an_option: the answer names no option letter"
+    """The single option letter an answer names, or None and the reason it names none: the
+    shared reading (`rewatch.text.option_letter`, also used by Stage 3's chain check and eval's
+    strict mode), without `extra_text`: text after the letter that is not its own option's is
+    wrong here, because the policy was asked for the letter."""
+    return option_letter(answer, options)
 
 
 def parse_count(text: str) -> tuple[int | None, str]:

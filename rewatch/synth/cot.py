@@ -40,27 +40,35 @@ async def synthesize_one(mcq: MCQRecord, caption: CaptionRecord, models: Models,
     """One MCQ through A_R/A_O, M_convert and validation: (kept record, None) or (None,
     rejection)."""
     rid = cot_id(mcq, cfg)
+    c = cfg.synth.cot
     traj = await run_trajectory(mcq, caption, models, cfg)
-    cot = None
-    if traj.reason is None:
+    cot, avoid = None, None
+    # M_convert, then validation; a chain whose prose adds words gets `convert_retries` more
+    # conversions told which words (the trajectory itself is kept: its answer was right)
+    for attempt in range(1 + c.convert_retries if traj.reason is None else 0):
         try:
-            cot = await convert_trajectory(models[cfg.synth.cot.converter], mcq, traj,
-                                           cfg.synth.cot.convert_mode)
+            cot = await convert_trajectory(models[c.converter], mcq, traj, c.convert_mode,
+                                           avoid)
         except SchemaError as e:
             traj.reason, traj.detail = "invalid_converter_reply", str(e)[:300]
-    if cot is not None:
+            break
         check = validate_chain(cot, traj.steps, mcq.answer, caption_duration(caption),
-                               context=[mcq.question, *mcq.options.values()])
-        if not check.ok:
-            traj.reason, traj.detail = check.reason, check.detail
+                               context=[mcq.question, *mcq.options.values()],
+                               options=mcq.options)
+        traj.reason, traj.detail = (None, "") if check.ok else (check.reason, check.detail)
+        traj.conversions = attempt + 1
+        if check.ok or check.reason != "prose_adds_facts":
+            break
+        avoid = sorted({*(avoid or []), *check.words})
     if traj.reason is not None:
         return None, {"stage": STAGE, "id": rid, "mcq_id": mcq.id, "video_id": mcq.video_id,
                       "reason": traj.reason, "detail": traj.detail, "cot": cot,
+                      "conversions": traj.conversions,
                       "trajectory": [s.model_dump() for s in traj.steps]}
     assert cot is not None
     return CoTRecord(id=rid, mcq_id=mcq.id, video_id=mcq.video_id, question=mcq.question,
                      options=mcq.options, answer=mcq.answer, trajectory=traj.steps, cot=cot,
-                     n_actions=traj.n_actions), None
+                     n_actions=traj.n_actions, conversions=traj.conversions), None
 
 
 def _advance(progress: Any, total: int) -> Callable[[], None]:

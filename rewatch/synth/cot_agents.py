@@ -22,7 +22,6 @@ from rewatch.schema import CaptionLine, CaptionRecord, CoTStep, MCQRecord, mmss
 from rewatch.synth.cot_frames import observer_frames
 from rewatch.synth.cot_validate import (
     META_WORDS,
-    answer_letter,
     unsupported_words,
 )
 from rewatch.synth.tools import (
@@ -36,17 +35,17 @@ from rewatch.synth.tools import (
     parse_action,
     parse_timestamp,
 )
-from rewatch.text import load_prompt
+from rewatch.text import load_prompt, option_letter
 
 log = logging.getLogger(__name__)
 
 
 class ReasonerStep(BaseModel):
-    """One reply of A_R: a thought and an action (final_answer carries the option letter)."""
+    """One reply of A_R: a thought and an action (final_answer carries one option's text)."""
 
     thought: str = Field(max_length=160)
     action: Literal["segment_retrieval", "segment_query", "final_answer"]
-    argument: str = Field(max_length=80)
+    argument: str = Field(max_length=400)
 
 
 # A retrieval query is a description: it starts with a letter (so never a timestamp, which
@@ -67,7 +66,7 @@ def _one_of(values: Sequence[str]) -> Any:
 
 
 @lru_cache(maxsize=512)
-def reasoner_schema(targets: tuple[str, ...], letters: tuple[str, ...],
+def reasoner_schema(targets: tuple[str, ...], answers: tuple[str, ...],
                     may_answer: bool, must_answer: bool = False) -> type[BaseModel]:
     """The Reasoner's reply schema for one step: `anyOf` one object per action kind, each
     `{thought, action, argument}` (plain JSON schema, valid for llama.cpp grammars and vLLM
@@ -76,13 +75,16 @@ def reasoner_schema(targets: tuple[str, ...], letters: tuple[str, ...],
     - `segment_retrieval`: `argument` is a description (`QUERY_PATTERN`).
     - `segment_query`: `argument` is one of `targets`, the caption's real line timestamps not
       yet used in this trajectory (left out when none remain).
-    - `final_answer`: `argument` is one of the option `letters`; left out until `may_answer`
-      (a chain must re-watch before it answers: the grammar enforces it). With `must_answer`
-      (the last step under `answer_at_limit`) it is the only alternative.
+    - `final_answer`: `argument` is one of the options' texts (`answers`), copied whole; the
+      trajectory maps it to its letter. A small model names the option it means far more
+      often than its letter (the 1.5B Reasoner, on the same 9 histories: 5 right by text, 2 by
+      letter; docs/stage3-cot.md). Left out until `may_answer` (a chain must re-watch before
+      it answers: the grammar enforces it). With `must_answer` (the last step under
+      `answer_at_limit`) it is the only alternative.
     """
     answer = create_model(
         "ReasonerReply" if must_answer else "Answer", thought=(Thought, ...),
-        action=(_one_of(("final_answer",)), ...), argument=(_one_of(letters), ...))
+        action=(_one_of(("final_answer",)), ...), argument=(_one_of(answers), ...))
     if must_answer:  # one plain object, no anyOf
         return answer
     variants: list[Any] = [create_model(
@@ -154,6 +156,7 @@ class Trajectory:
     reason: str | None = None  # None: the Reasoner gave a final answer
     detail: str = ""
     evidence: list[int] = field(default_factory=list)  # steps whose observation is the video's
+    conversions: int = 0  # M_convert calls made on it (retries after prose_adds_facts)
 
     @property
     def n_actions(self) -> int:
@@ -176,7 +179,7 @@ async def reasoner(model: ChatModel, mcq: MCQRecord, duration: float,
 
     The reply is constrained by `reasoner_schema`: `segment_query` may only name a caption line
     in `targets` (`CaptionIndex.query_targets()`) that this trajectory has not queried yet, and
-    `final_answer` only an option letter. With `targets` None, segment_query is not offered;
+    `final_answer` only an option's text. With `targets` None, segment_query is not offered;
     with `must_answer` (and `min_actions` met) only `final_answer` is.
     """
     messages: list[dict[str, Any]] = [
@@ -191,7 +194,8 @@ async def reasoner(model: ChatModel, mcq: MCQRecord, duration: float,
         messages.append({"role": "user", "content": f"Observation: {s.observation}"})
     may_answer = sum(1 for s in steps if s.action) >= min_actions
     schema = reasoner_schema(tuple(open_targets(targets or {}, steps)),
-                             tuple(sorted(mcq.options)), may_answer,
+                             tuple(dict.fromkeys(mcq.options[k] for k in sorted(mcq.options))),
+                             may_answer,
                              must_answer and may_answer)
     # the budget covers the longest reply the schema allows (240 + 80 characters of strings,
     # about a token each at worst): a reply cut off mid-JSON would be refused as invalid
@@ -327,10 +331,11 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                 raise TrajectoryEnd("invalid_reasoner_reply", str(e)[:300]) from None
             thought = " ".join(step.thought.split())
             if step.action == "final_answer":
-                letter = answer_letter(step.argument)
-                if letter not in mcq.options:
+                letter, _why = option_letter(step.argument, mcq.options)  # names its text
+                if letter is None:
                     traj.steps.append(CoTStep(thought=thought, final_answer=step.argument))
-                    raise TrajectoryEnd("invalid_final_answer", f"{step.argument!r} is no option")
+                    raise TrajectoryEnd("invalid_final_answer",
+                                        f"{step.argument!r} is no option's text")
                 traj.steps.append(CoTStep(thought=thought, final_answer=letter))
                 traj.answer = letter
                 break

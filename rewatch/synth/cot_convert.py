@@ -49,12 +49,16 @@ def prose_schema(n: int) -> type[BaseModel]:
 
 
 async def convert_trajectory(model: ChatModel, mcq: MCQRecord, traj: Trajectory,
-                             mode: str = "prose") -> str:
-    """M_convert: the trajectory as a natural chain of thought in the ReWatch format."""
+                             mode: str = "prose", avoid: list[str] | None = None) -> str:
+    """M_convert: the trajectory as a natural chain of thought in the ReWatch format. `avoid`:
+    words a previous conversion added that no observation holds (`validate_chain`'s
+    `prose_adds_facts`); the prompt names them so the retry leaves them out."""
     steps = evidence_steps(traj)
     text = load_prompt("cot_convert.md").format(
         question=mcq.question, options=options_text(mcq.options),
         trajectory=trajectory_text(steps), answer=traj.answer)
+    if avoid:
+        text += "\n\n" + load_prompt("cot_convert_retry.md").format(words=", ".join(avoid))
     if mode == "free":
         reply = await model.chat([{"role": "user", "content": text}], max_tokens=700)
         return reply.text.strip()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from rewatch.schema import CoTStep, mmss
 from rewatch.synth.tools import ArgumentError, content_words, parse_action, parse_timestamp
+from rewatch.text import option_letter
 
 # Words an observation may use to talk about watching, not about the video's content.
 META_WORDS = frozenset(content_words(
@@ -47,7 +48,6 @@ TAGS = ("action", "observation", "answer")
 _TAG = re.compile(r"<(/?)(action|observation|answer|think)>")
 _CLOCK = re.compile(r"(?<![\d:])(\d{1,2}:\d{2}(?::\d{2})?)(?![\d:])")
 _LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")  # option letters the prose may name
-_LETTER = re.compile(r"^\s*\(?([A-Z])\b")
 
 
 @dataclass
@@ -57,6 +57,7 @@ class ChainCheck:
     ok: bool
     reason: str = ""
     detail: str = ""
+    words: tuple[str, ...] = ()  # prose_adds_facts: the words no evidence holds
 
 
 def unsupported_words(text: str, evidence: Iterable[str], allowed: Iterable[str] = ()) -> list[str]:
@@ -78,10 +79,13 @@ def timestamps_in(text: str) -> list[str]:
     return _CLOCK.findall(text)
 
 
-def answer_letter(text: str) -> str | None:
-    """The option letter an answer starts with ("C", "(C)", "C. red") or None."""
-    m = _LETTER.match(text or "")
-    return m.group(1) if m else None
+def answer_letter(text: str, options: dict[str, str] | None = None, *,
+                  extra_text: bool = False) -> tuple[str | None, str]:
+    """The option letter an answer names, or (None, reason): the reading the reward scores
+    with (`rewatch.text.option_letter`), so a kept chain's answer is one the reward counts:
+    "C. red" is C only when C is "red"; "C. blue" (another option's text) and "C or D" name
+    none. `extra_text` also takes "C because ..." (the Reasoner's final_answer argument)."""
+    return option_letter(text or "", options, extra_text=extra_text)
 
 
 def check_tags(text: str) -> str | None:
@@ -143,7 +147,8 @@ def prose_of(cot: str) -> str:
 
 
 def validate_chain(cot: str, trajectory: list[CoTStep], answer: str, duration: float, *,
-                   context: Iterable[str] = ()) -> ChainCheck:
+                   context: Iterable[str] = (),
+                   options: dict[str, str] | None = None) -> ChainCheck:
     """Check a converted chain against its trajectory and the ground truth (see module doc).
 
     Checked in order: balanced tags; the answer letter is `answer`; at least one action, each one
@@ -156,8 +161,10 @@ def validate_chain(cot: str, trajectory: list[CoTStep], answer: str, duration: f
     if problem:
         return ChainCheck(False, "unbalanced_tags", problem)
     given = spans_of(cot, "answer")[0]
-    if answer_letter(given) != answer:
-        return ChainCheck(False, "wrong_answer", f"<answer>{given}</answer>, truth {answer}")
+    letter, why = answer_letter(given, options)
+    if letter != answer:
+        return ChainCheck(False, "wrong_answer", f"<answer>{given}</answer>, truth {answer}"
+                          + (f" ({why})" if why else ""))
     actions = spans_of(cot, "action")
     if not actions:
         return ChainCheck(False, "no_actions", "the chain never re-watches the video")
@@ -191,5 +198,6 @@ def validate_chain(cot: str, trajectory: list[CoTStep], answer: str, duration: f
     extra = unsupported_words(prose_of(cot), seen, META_WORDS | REASONING_WORDS | _LETTERS)
     if extra:
         return ChainCheck(False, "prose_adds_facts",
-                          f"the reasoning states {', '.join(extra[:8])}, never observed")
+                          f"the reasoning states {', '.join(extra[:8])}, never observed",
+                          tuple(extra))
     return ChainCheck(True)

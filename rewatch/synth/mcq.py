@@ -49,24 +49,27 @@ def distractor_schema(n: int) -> type[BaseModel]:
 
 
 @cache
-def letter_schema(letters: str) -> type[BaseModel]:
-    """The judge's reply on a multiple-choice item: one of the option letters."""
-    letter: Any = Literal[tuple(letters)]  # type: ignore[valid-type]
-    return create_model("KeyCheck", answer=(letter, ...))
+def option_schema(texts: tuple[str, ...]) -> type[BaseModel]:
+    """The judge's reply on a multiple-choice item: one of the options' texts. A small judge
+    names the option it means more reliably than its letter (the 1.5B model, solving by
+    letter, picked the letter of a count it had not meant: docs/stage2-qa.md)."""
+    text: Any = Literal[texts]  # type: ignore[valid-type]
+    return create_model("KeyCheck", answer=(text, ...))
 
 
 async def key_check(question: str, options: dict[str, str], detail: str, cfg: Config,
                     models: Models, tally: Counter[str] | None = None) -> str | None:
-    """The judge solves the item from C_detail: the letter it picks (None if its reply never
-    fits). A keyed letter it does not pick means an option is ambiguous or the key is wrong."""
+    """The judge solves the item from C_detail: the letter of the option it names (by its
+    text; None if its reply never fits). A keyed letter it does not pick means an option is
+    ambiguous or the key is wrong."""
     listing = "\n".join(f"{k}. {v}" for k, v in options.items())
     try:
         got = await ask(models[cfg.synth.qa.judge], load_prompt("qa_key_check.md").format(
             detail=detail, question=question, options=listing),
-            letter_schema("".join(options)), 12, tally, "key_check")
+            option_schema(tuple(dict.fromkeys(options.values()))), 40, tally, "key_check")
     except SchemaError:
         return None
-    return str(got.answer)
+    return next(k for k, v in options.items() if v == got.answer)
 
 
 def validate_mcq(options: dict[str, str], answer: str, num_options: int | None = None

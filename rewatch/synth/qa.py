@@ -41,6 +41,7 @@ from rewatch.synth.qa_filters import (
     load_prompt,
     normalize_answer,
     panel_description,
+    phrasing_words,
     probe_panel,
     reject,
     resolve_evidence,
@@ -63,9 +64,11 @@ STAGE = "qa"
 
 # --- contrastive generation --------------------------------------------------------------------
 # a question: opens with a question or time word, ends with "?" (the grammar holds a small
-# model to this; it otherwise writes identifiers or statements)
+# model to this; it otherwise writes identifiers or statements); no brackets (a 1.5B model
+# otherwise runs on into caption lines: "... and the new00:00-00:00] Two objects are ...?")
+_Q_CHARS = r"[^\"\n?\[\]]"
 QUESTION_PATTERN = (r"^(What|Which|When|Where|How|Who|Why|Whose|In|At|After|Before|During|Is|"
-                    r"Are|Does|Do) [^\"\n?]{4,180}\?$")
+                    rf"Are|Does|Do) {_Q_CHARS}{{4,180}}\?$")
 
 
 class AnchoredQuestion(BaseModel):
@@ -84,8 +87,8 @@ def fixed_answer_schema(answer: str | None, about: tuple[str, ...] = ()) -> type
     pattern = QUESTION_PATTERN
     if about:
         alts = "|".join(re.escape(w) for w in about)
-        pattern = QUESTION_PATTERN.replace(r"[^\"\n?]{4,180}\?$",
-                                           rf"[^\"\n?]{{0,90}}({alts})[^\"\n?]{{0,90}}\?$")
+        pattern = QUESTION_PATTERN.replace(rf"{_Q_CHARS}{{4,180}}\?$",
+                                           rf"{_Q_CHARS}{{0,90}}({alts}){_Q_CHARS}{{0,90}}\?$")
     answer_type: Any = (one_of((answer,)), ...) if answer is not None else (
         str, Field(min_length=1, max_length=60))
     return create_model("AnchoredQuestion", answer=answer_type,
@@ -147,6 +150,54 @@ async def anchored_generation(caption: CaptionRecord, line: CaptionLine, qtype: 
             "evidence": [f"{mmss(line.start)}-{mmss(line.end)}"], "line": line}
 
 
+# words that follow a head noun rather than being modified by the word before them
+_AFTER_NOUN = frozenset(
+    "at that which who when where while in on to from after before as and or is are was were "
+    "moves move moving appears appear appearing leaves leave stays stay does do has have "
+    "comes come goes go".split())
+
+
+def repair_answer_in_question(question: str, answer: str, phrasing: set[str]) -> str | None:
+    """A wh-question that names its own answer, with the answer taken out, or None.
+
+    The 1.5B M_qa writes "What colour is the dark green blob ...?" for the answer "green" in
+    most anchored calls, and told so, writes it again (1 of 11 fixed on a retry, measured on a
+    demo run's rejections). The question is still the right one once the answer is out: a
+    modifier is deleted ("the dark green blob" -> "the dark blob"), a one-word head noun
+    followed by a preposition or verb becomes "object" ("the black triangle at 00:03" ->
+    "the black object at 00:03"). Nothing else is rewritten: yes/no questions (deleting the
+    answer would change what they ask), answers that are the captioner's phrasing (`phrasing`,
+    e.g. "screen"), "How many" questions (the count's noun may not be what is counted) and
+    answers in any other position stay rejected. The repaired question
+    then meets every check and filter like any other."""
+    if not re.match(r"^(What|Which|How|Where|When|Who)\b", question) or \
+            question.lower().startswith("how many"):  # "three squares" out: circles counted
+        return None
+    words = answer.split()
+    if not words or answer_tokens(answer) & phrasing:
+        return None
+    pattern = re.compile(r"(?<![\w-])" + r"\s+".join(map(re.escape, words)) + r"(?![\w-])",
+                         re.I)
+
+    def fix(m: re.Match[str]) -> str:
+        before = re.findall(r"[A-Za-z]+", question[:m.start()])
+        after = re.match(r"\s*([A-Za-z]+)", question[m.end():])
+        if after and after.group(1).lower() not in _AFTER_NOUN:
+            return ""  # a modifier of the next word
+        if after and len(words) == 1 and before and before[-1].lower() not in _AFTER_NOUN:
+            return "object"  # the head noun
+        raise ValueError("answer in no position that can be taken out")
+
+    try:
+        out = " ".join(pattern.sub(fix, question).split()).replace(" ?", "?")
+    except ValueError:
+        return None
+    if re.search(rf"(?<!\w){re.escape(normalize_answer(answer))}(?!\w)",
+                 normalize_answer(out)) or not re.match(QUESTION_PATTERN, out):
+        return None
+    return out
+
+
 def generation_checks(c: Candidate, seen: set[str]) -> str | None:
     """Cheap checks before any filter: the reason a candidate is malformed, or None."""
     if not normalize_answer(c.answer):
@@ -176,7 +227,8 @@ def generation_id(caption: CaptionRecord, cfg: Config) -> str:
             ) if qa.generation == "free" else ()
     return stable_id(STAGE, caption.id, cfg.models[qa.generator].model_dump(), qa.generation,
                      qa.question_types, qa.questions_per_video, qa.max_context_chars,
-                     qa.anchor_context_chars, qa.answer_hint, qa.anchor_time, cfg.synth.seed,
+                     qa.anchor_context_chars, qa.answer_hint, qa.anchor_time,
+                     qa.repair_answer_in_question, cfg.synth.seed,
                      load_prompt(mode_prompt), *free)
 
 
@@ -328,6 +380,7 @@ async def video_questions(caption: CaptionRecord, ctx: QAContext, emit: Emit) ->
         if raw is None:
             return counts
         counts["candidates"] += len(raw)
+        phrasing = phrasing_words(caption)
         seen: set[str] = set()
         todo: list[tuple[Candidate, dict[str, Any]]] = []
         for i, q in enumerate(raw):  # checks in candidate order: duplicates are the later
@@ -343,6 +396,12 @@ async def video_questions(caption: CaptionRecord, ctx: QAContext, emit: Emit) ->
                 if prev is not None:
                     seen.add(f" {normalize_answer(prev['question'])} ")
                 continue
+            if qa.repair_answer_in_question and "error" not in q and \
+                    generation_checks(c, set()) == "answer_in_question":
+                fixed = repair_answer_in_question(c.question, c.answer, phrasing)
+                if fixed is not None:
+                    gen["repaired_from"], c.question = c.question, fixed
+                    counts["repaired"] += 1
             problem = ("schema_error" if "error" in q else
                        q.get("problem") or generation_checks(c, seen))
             if problem:
@@ -378,7 +437,7 @@ async def video_questions(caption: CaptionRecord, ctx: QAContext, emit: Emit) ->
 def qa_summary(counts: Counter[str], tally: Counter[str]) -> dict[str, Any]:
     """Stage 2's result from the per-video counts and the model calls per step."""
     out: dict[str, Any] = {k: counts[k] for k in ("videos", "videos_skipped", "candidates",
-                                                  "accepted", "mcq", "errors")}
+                                                  "repaired", "accepted", "mcq", "errors")}
     out["rejected"] = {k.removeprefix("rejected:"): v for k, v in counts.items()
                        if k.startswith("rejected:")}
     out["calls"] = dict(tally)

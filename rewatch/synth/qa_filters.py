@@ -67,15 +67,20 @@ def answer_tokens(text: str) -> set[str]:
     return set(content_words(normalize_answer(text)))
 
 
+def phrasing_words(caption: CaptionRecord) -> set[str]:
+    """Answer tokens in over a quarter of C_detail's lines (and in more than two): the
+    captioner's phrasing ("object", "screen"), not a detail a question can ask for."""
+    others = [answer_tokens(x.text) for x in caption.detail]
+    return {w for w in set().union(*others)
+            if len(others) >= 4 and sum(w in o for o in others) > max(2, len(others) / 4)}
+
+
 def answer_hint(caption: CaptionRecord, line: CaptionLine, seed: int = 0) -> str | None:
     """A word of the target line that C_sum lacks and few other lines share (words in over a
     quarter of the lines are the caption's phrasing, not a detail); longer words first, ties by
     a seeded draw. Digits are left out (number words are not)."""
     summary_words = answer_tokens(caption.summary)
-    others = [answer_tokens(x.text) for x in caption.detail]
-    # words in many lines are the captioner's phrasing ("object", "screen"), not a detail
-    common = {w for w in set().union(*others)
-              if len(others) >= 4 and sum(w in o for o in others) > max(2, len(others) / 4)}
+    common = phrasing_words(caption)
     words: list[str] = []
     for w in re.findall(r"[A-Za-z]+", line.text):
         tok = answer_tokens(w)

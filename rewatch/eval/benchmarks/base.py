@@ -3,6 +3,12 @@
 A benchmark is one file under `rewatch/eval/benchmarks/`: a `Benchmark` subclass decorated with
 `@register` that turns the official rows into `EvalItem`s and scores predictions by the official
 rules. Nothing else in the harness knows a benchmark's field names.
+
+Official extraction (each benchmark's `official_*` rules) is deliberately not the shared
+option-letter reading (`rewatch.text.option_letter`, used by strict mode, the reward and Stage
+3): it reproduces the upstream code's quirks item for item (VideoMathQA's first capital anywhere,
+Video-Holmes' "X " / "X:" / "[X" order, MINERVA's random letter), so that its numbers can be
+compared with published tables; fixing a quirk there would make those columns wrong.
 """
 
 from __future__ import annotations
