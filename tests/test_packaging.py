@@ -68,7 +68,8 @@ def test_every_imported_module_is_a_declared_dependency() -> None:
     for f in files:
         top, every = imports(f)
         for mod in sorted(every - stdlib - {"rewatch"}):
-            if f.parent.name == "bench" and mod in {"qa_scripted", "cot_scripted", "cot_truth"}:
+            if f.parent.name == "bench" and mod in {"qa_scripted", "cot_scripted", "cot_truth",
+                                                     "pipeline_scripted"}:
                 continue  # the source checkout's tests/ fixtures (rewatch.bench.use_test_fixtures)
             if f.parent.name == "verl" and mod in {"verl", "hydra", "omegaconf"}:
                 assert "verl" in extras  # run in .venv-verl, built from the `verl` extra alone

@@ -121,6 +121,10 @@ def run_cmd(
                                                    "question keeps all its pairs).")] = None,
     label: Annotated[str | None, typer.Option(help="Row name in reports.")] = None,
     extraction: ExtractionOpt = None,
+    backend: Annotated[str | None, typer.Option(help="local (this process) or ray (Ray Data "
+                                                "actors; address from ray.address or "
+                                                "RAY_ADDRESS, else a local instance). Default: "
+                                                "the config's `backend`.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -139,6 +143,7 @@ def run_cmd(
     overrides += [f"eval.mode={mode}"] if mode else []
     overrides += [f"eval.inputs={inputs}"] if inputs else []
     overrides += [f"eval.extraction={extraction}"] if extraction else []
+    overrides += [f"backend={backend}"] if backend else []
     cfg = get_config(config, overrides)
     cfg.eval.model = _model_entry(cfg, model, served_model)
     b, items, data_file, videos_dir = _items(bench, data, videos, cfg.eval.counting_protocol)
@@ -178,9 +183,11 @@ def run_cmd(
                     await close()
                 await models.aclose()
 
+    from rewatch.scale.ray_backend import RayBackendError
+
     try:
         result = asyncio.run(go())
-    except RunMismatch as e:
+    except (RunMismatch, RayBackendError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
     for line in _score_lines(b.name, result.scores, cfg.eval.extraction):

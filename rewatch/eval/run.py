@@ -51,7 +51,7 @@ from rewatch.eval.scoring import (  # noqa: F401  (re-exported: the run's scorin
 from rewatch.models.base import ChatModel, Reply, Usage
 from rewatch.models.cache import ResponseCache
 from rewatch.schema import CaptionRecord
-from rewatch.store import JsonlFile, RunDir
+from rewatch.store import Emit, JsonlFile, RunDir, error_record
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,9 @@ class EvalRunner:
         official = getattr(bench, "official_think_prompt", None)
         self._official = official
         self._official_temp = getattr(bench, "official_temperature", None)
+        # where records go: None appends to this run directory; a Ray worker collects them for
+        # its driver instead (rewatch.scale.ray_eval)
+        self.emit: Emit | None = None
 
     # --- one item ------------------------------------------------------------------------
     def _prompt(self, item: EvalItem, duration: float | None) -> tuple[str, str]:
@@ -261,30 +264,51 @@ class EvalRunner:
             return
         await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
 
-    async def _ask(self, item: EvalItem, video: PreparedVideo | None, result: RunResult) -> None:
-        try:
-            async with self._gate:
-                name, messages = await self._messages(item, video)
-                t0 = time.perf_counter()
-                reply = await self._chat(item, name, messages, result)
-                latency = time.perf_counter() - t0
-            value, how = extracted(item, reply.text)
-            record: dict[str, Any] = {
-                "id": item.id, "bench": item.bench, "video": Path(item.video).name,
+    async def answer(self, item: EvalItem, video: PreparedVideo | None, result: RunResult
+                     ) -> dict[str, Any]:
+        """One question as a function of its item: the predictions.jsonl record (the reply and
+        what was extracted). Raises on a failed call (the caller records it)."""
+        async with self._gate:
+            name, messages = await self._messages(item, video)
+            t0 = time.perf_counter()
+            reply = await self._chat(item, name, messages, result)
+            latency = time.perf_counter() - t0
+        value, how = extracted(item, reply.text)
+        return {"id": item.id, "bench": item.bench, "video": Path(item.video).name,
                 "prompt": name, "reply": reply.text, "extracted": value, "how": how,
                 "answer": item.answer, "usage": reply.usage.__dict__, "cached": reply.cached,
                 "latency_s": round(latency, 4)}
-            await self._write(self.preds.append, record)
+
+    def _failed(self, item: EvalItem, e: BaseException, result: RunResult) -> None:
+        if self.emit is not None:
+            self.emit("errors.jsonl", error_record("eval", item.id, e))
+        else:
+            self.dir.record_error("eval", item.id, e)
+        result.failed += 1
+
+    async def _ask(self, item: EvalItem, video: PreparedVideo | None, result: RunResult) -> None:
+        try:
+            record = await self.answer(item, video, result)
+            if self.emit is not None:
+                self.emit("predictions.jsonl", record)
+            else:
+                await self._write(self.preds.append, record)
             result.answered += 1
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as e:  # one failed item goes to errors.jsonl; the run goes on
-            self.dir.record_error("eval", item.id, e)
-            result.failed += 1
+            self._failed(item, e, result)
             if len(result.failures) < 20:
                 result.failures.append(f"{item.id}: {type(e).__name__}: {str(e)[:200]}")
         finally:
             self.on_done()
+
+    async def ask_all(self, todo: list[EvalItem], result: RunResult) -> None:
+        """Ask every item of `todo` (frames mode: each video's frames prepared once)."""
+        if self.cfg.eval.inputs == "frames" and todo:
+            await self._frames_mode(todo, result)
+        elif todo:
+            await asyncio.gather(*(self._ask(it, None, result) for it in todo))
 
     # --- the whole run -------------------------------------------------------------------
     async def _frames_mode(self, todo: list[EvalItem], result: RunResult) -> None:
@@ -300,8 +324,7 @@ class EvalRunner:
                     video = await fut
                 except Exception as e:
                     for it in items:
-                        self.dir.record_error("eval", it.id, e)
-                        result.failed += 1
+                        self._failed(it, e, result)
                         self.on_done()
                     return
                 await asyncio.gather(*(self._ask(it, video, result) for it in items))
@@ -331,10 +354,12 @@ class EvalRunner:
         # them in order, so the event loop keeps sending requests meanwhile
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-write")
         try:
-            if self.cfg.eval.inputs == "frames" and todo:
-                await self._frames_mode(todo, result)
-            elif todo:
-                await asyncio.gather(*(self._ask(it, None, result) for it in todo))
+            if self.cfg.backend == "ray" and todo:
+                from rewatch.scale.ray_eval import ask_on_ray
+
+                ask_on_ray(self, todo, result)
+            else:
+                await self.ask_all(todo, result)
         finally:
             self._writer.shutdown(wait=True)
             self._writer = None

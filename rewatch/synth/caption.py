@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from rewatch.config import Config
 from rewatch.models.base import ChatModel, ContextLengthError, Message
 from rewatch.models.registry import Models
 from rewatch.schema import CaptionLine, CaptionRecord, VideoRecord, mmss
-from rewatch.store import RunDir, stable_id
+from rewatch.store import Emit, RunDir, error_record, stable_id
 from rewatch.text import load_prompt
 from rewatch.video.io import VideoInfo, probe
 from rewatch.video.sampling import image_part, span_frames
@@ -312,46 +313,68 @@ async def caption_video(path: str | Path, cfg: Config, models: Models, *,
     return video, caption
 
 
+def caption_key(path: str | Path, cfg: Config, models: Models) -> str:
+    """The caption record id `path` gets with this config (resume: skip it when written)."""
+    c = cfg.synth.caption
+    return caption_id(video_id(path), cfg, models[c.captioner].name, models[c.summarizer].name)
+
+
+async def caption_item(path: str | Path, cfg: Config, models: Models, emit: Emit,
+                       stats: CaptionStats, done: Container[str] = ()) -> None:
+    """Stage 1 as a function of one video: its videos.jsonl and captions.jsonl records (or its
+    errors.jsonl line) go to `emit`; a caption id in `done` is skipped. Both drivers (the
+    asyncio one below, rewatch.scale's Ray one) call this."""
+    vid = stable_id("video", str(path))  # replaced by the real id once the file is read
+    try:
+        vid = video_id(path)
+        if caption_key(path, cfg, models) in done:
+            stats.skipped += 1
+            return
+        video, caption = await caption_video(path, cfg, models, stats=stats)
+        emit("videos.jsonl", video)
+        emit("captions.jsonl", caption)
+        stats.captioned += 1
+        stats.clipped_lines += caption.clipped_lines
+        stats.video_seconds += video.duration
+    except Exception as e:  # noqa: BLE001 - every failure is recorded, the run goes on
+        stats.failed += 1
+        stats.failures.append(f"{path}: {e}")
+        emit("errors.jsonl", error_record(STAGE, vid, e))
+
+
+def log_stats(stats: CaptionStats) -> None:
+    log.info("stage 1: %d captioned, %d skipped, %d failed, %d lines clipped, %d M_cap calls, "
+             "%d summary calls, %d characters not summarised, %.1f s of video in %.1f s",
+             stats.captioned, stats.skipped, stats.failed, stats.clipped_lines,
+             stats.caption_calls, stats.summary_calls, stats.summary_cut_chars,
+             stats.video_seconds, stats.wall_seconds)
+
+
 async def caption_videos(paths: list[str | Path], cfg: Config, run: RunDir, models: Models,
                          progress: Any = None) -> CaptionStats:
     """Stage 1 over many videos with bounded concurrency, writing videos.jsonl and
     captions.jsonl; ids already present are skipped; a failed video goes to errors.jsonl."""
     t0 = time.monotonic()
-    c = cfg.synth.caption
     videos, captions = run.file("videos.jsonl"), run.file("captions.jsonl")
-    cap_name, sum_name = models[c.captioner].name, models[c.summarizer].name
+    write = run.emitter(videos, captions)
+
+    def emit(name: str, record: Any) -> None:
+        if name != "videos.jsonl" or record.id not in videos:  # a video captioned anew
+            write(name, record)
+
     stats = CaptionStats(videos=len(paths))
     gate = asyncio.Semaphore(cfg.synth.concurrency)
     task = progress.add_task("stage 1 captions", total=len(paths)) if progress else None
 
     async def one(path: str | Path) -> None:
-        vid = stable_id("video", str(path))  # replaced by the real id once the file is read
         try:
-            vid = video_id(path)
-            if caption_id(vid, cfg, cap_name, sum_name) in captions:
-                stats.skipped += 1
-                return
             async with gate:
-                video, caption = await caption_video(path, cfg, models, stats=stats)
-            if video.id not in videos:
-                videos.append(video)
-            captions.append(caption)
-            stats.captioned += 1
-            stats.clipped_lines += caption.clipped_lines
-            stats.video_seconds += video.duration
-        except Exception as e:  # noqa: BLE001 - every failure is recorded, the run goes on
-            stats.failed += 1
-            stats.failures.append(f"{path}: {e}")
-            run.record_error(STAGE, vid, e)
+                await caption_item(path, cfg, models, emit, stats, captions.ids())  # live set
         finally:
             if progress is not None:
                 progress.advance(task)
 
     await asyncio.gather(*(one(p) for p in paths))
     stats.wall_seconds = time.monotonic() - t0
-    log.info("stage 1: %d captioned, %d skipped, %d failed, %d lines clipped, %d M_cap calls, "
-             "%d summary calls, %d characters not summarised, %.1f s of video in %.1f s",
-             stats.captioned, stats.skipped, stats.failed, stats.clipped_lines,
-             stats.caption_calls, stats.summary_calls, stats.summary_cut_chars,
-             stats.video_seconds, stats.wall_seconds)
+    log_stats(stats)
     return stats

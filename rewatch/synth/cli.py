@@ -29,6 +29,17 @@ app = typer.Typer(
 )
 
 
+def with_backend(cfg: Any, backend: str | None) -> Any:
+    """The config with `--backend` applied (validated like any config key)."""
+    if backend is None:
+        return cfg
+    try:
+        return type(cfg).model_validate({**cfg.model_dump(), "backend": backend})
+    except ValueError:
+        console.print(f"[red]--backend {backend}: choose local or ray[/red]")
+        raise typer.Exit(2) from None
+
+
 @app.command("run")
 def run_command(
     videos: Annotated[Path, typer.Argument(help="A folder of videos (or one video file).")],
@@ -38,6 +49,10 @@ def run_command(
                                         "caption,qa,cot.")] = "caption,qa,cot",
     limit: Annotated[int | None, typer.Option(help="Only the first N videos (a quick "
                                               "look).")] = None,
+    backend: Annotated[str | None, typer.Option(help="local (this process, asyncio) or ray "
+                                                "(Ray Data; address from ray.address or "
+                                                "RAY_ADDRESS, else a local instance). "
+                                                "Default: the config's `backend`.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -62,7 +77,16 @@ def run_command(
     if not paths and "caption" in chosen:
         console.print(f"[red]no video files in {videos}[/red]")
         raise typer.Exit(2)
-    result = asyncio.run(synthesize(paths, get_config(config, set_), out, chosen))
+    cfg = with_backend(get_config(config, set_), backend)
+    try:
+        result = asyncio.run(synthesize(paths, cfg, out, chosen))
+    except RuntimeError as e:
+        from rewatch.scale.ray_backend import RayBackendError
+
+        if not isinstance(e, RayBackendError):
+            raise
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
     for stage, counts in result.counts.items():
         console.print(f"{stage} ({result.seconds[stage]:.1f} s): {counts}")
     console.print(f"run directory: {out}  (view it: rewatch view {out})")

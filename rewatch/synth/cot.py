@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 from rewatch.config import Config
 from rewatch.models import ModelError, Models, SchemaError
 from rewatch.models.base import ContextLengthError
 from rewatch.schema import CaptionRecord, CoTRecord, MCQRecord
-from rewatch.store import RunDir, stable_id
+from rewatch.store import Emit, RunDir, error_record, stable_id
 from rewatch.synth.cot_agents import caption_duration, run_trajectory
 from rewatch.synth.cot_convert import convert_trajectory
 from rewatch.synth.cot_validate import (
@@ -83,14 +83,55 @@ def _advance(progress: Any, total: int) -> Callable[[], None]:
 
 def chain_order(mcqs: list[MCQRecord], limit: int = 0) -> list[MCQRecord]:
     """The MCQs to chain, in order: every question's first item, then the second items, ...
-    (file order within each round); with `limit`, the first `limit` of them."""
+    (by MCQ id within each round, so the choice does not depend on the order mcq.jsonl was
+    written in, which differs between runs and backends); with `limit`, the first `limit`."""
     rank: dict[str, int] = {}
     keyed = []
-    for i, m in enumerate(mcqs):
+    for m in sorted(mcqs, key=lambda x: x.id):
         rank[m.qa_id] = rank.get(m.qa_id, -1) + 1
-        keyed.append((rank[m.qa_id], i, m))
+        keyed.append((rank[m.qa_id], m.id, m))
     ordered = [m for _r, _i, m in sorted(keyed, key=lambda x: x[:2])]
     return ordered[:limit] if limit else ordered
+
+
+async def chain_item(mcq: MCQRecord, caption: CaptionRecord | None, cfg: Config,
+                     models: Models, emit: Emit, done: Container[str] = ()) -> str:
+    """Stage 3 as a function of one MCQ: its cot.jsonl record, its rejection or its
+    errors.jsonl line go to `emit`. Returns what happened: kept, rejected, skipped or errors."""
+    rid = cot_id(mcq, cfg)
+    try:
+        if rid in done:
+            return "skipped"
+        if caption is None:
+            emit("rejected.jsonl", {"stage": STAGE, "id": rid, "mcq_id": mcq.id,
+                                    "video_id": mcq.video_id, "reason": "no_caption",
+                                    "detail": "captions.jsonl has no record for this video"})
+            return "rejected"
+        try:
+            kept, rejected = await synthesize_one(mcq, caption, models, cfg)
+        except ContextLengthError as e:
+            kept, rejected = None, {"stage": STAGE, "id": rid, "mcq_id": mcq.id,
+                                    "video_id": mcq.video_id, "reason": "context_length",
+                                    "detail": str(e)[:300]}
+        if kept is not None:
+            emit("cot.jsonl", kept)
+            return "kept"
+        emit("rejected.jsonl", rejected or {})
+        return "rejected"
+    except Exception as e:  # transport failures, bad videos: retried next run, logged
+        if not isinstance(e, ModelError):
+            log.exception("cot: %s failed", rid)
+        emit("errors.jsonl", error_record(STAGE, rid, e))
+        return "errors"
+
+
+def chain_inputs(run: RunDir, cfg: Config) -> tuple[list[MCQRecord], dict[str, CaptionRecord]]:
+    """Stage 3's work in a run: the MCQs to chain (in `chain_order`) and the captions by video."""
+    captions = {r["video_id"]: CaptionRecord.model_validate(r)
+                for r in run.file("captions.jsonl").read()}
+    mcqs = chain_order([MCQRecord.model_validate(r) for r in run.file("mcq.jsonl").read()],
+                       cfg.synth.cot.max_chains)
+    return mcqs, captions
 
 
 async def synthesize_cot(run: RunDir, cfg: Config, models: Models,
@@ -101,47 +142,22 @@ async def synthesize_cot(run: RunDir, cfg: Config, models: Models,
     model calls of a chain that was cut off, so a rerun asks no model anything twice.
     `progress` is a rich Progress (as `rewatch synth` passes) or a callable taking a count.
     """
-    captions = {r["video_id"]: CaptionRecord.model_validate(r)
-                for r in run.file("captions.jsonl").read()}
-    mcqs = chain_order([MCQRecord.model_validate(r) for r in run.file("mcq.jsonl").read()],
-                       cfg.synth.cot.max_chains)
+    mcqs, captions = chain_inputs(run, cfg)
     kept_file, rejected_file = run.file("cot.jsonl"), run.file("rejected.jsonl")
+    emit = run.emitter(kept_file, rejected_file)
     counts = {"total": len(mcqs), "kept": 0, "rejected": 0, "skipped": 0, "errors": 0}
     done = kept_file.ids() | rejected_file.ids()
     sem = asyncio.Semaphore(max(1, cfg.synth.concurrency))
     tick = _advance(progress, len(mcqs))
 
     async def one(mcq: MCQRecord) -> None:
-        rid = cot_id(mcq, cfg)
         try:
-            if rid in done:
+            if cot_id(mcq, cfg) in done:
                 counts["skipped"] += 1
                 return
-            caption = captions.get(mcq.video_id)
-            if caption is None:
-                rejected_file.append({"stage": STAGE, "id": rid, "mcq_id": mcq.id,
-                                      "video_id": mcq.video_id, "reason": "no_caption",
-                                      "detail": "captions.jsonl has no record for this video"})
-                counts["rejected"] += 1
-                return
             async with sem:
-                try:
-                    kept, rejected = await synthesize_one(mcq, caption, models, cfg)
-                except ContextLengthError as e:
-                    kept, rejected = None, {"stage": STAGE, "id": rid, "mcq_id": mcq.id,
-                                            "video_id": mcq.video_id, "reason": "context_length",
-                                            "detail": str(e)[:300]}
-            if kept is not None:
-                kept_file.append(kept)
-                counts["kept"] += 1
-            else:
-                rejected_file.append(rejected or {})
-                counts["rejected"] += 1
-        except Exception as e:  # transport failures, bad videos: retried next run, logged
-            if not isinstance(e, ModelError):
-                log.exception("cot: %s failed", rid)
-            run.record_error(STAGE, rid, e)
-            counts["errors"] += 1
+                what = await chain_item(mcq, captions.get(mcq.video_id), cfg, models, emit)
+            counts[what] += 1
         finally:
             tick()
 

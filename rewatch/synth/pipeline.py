@@ -85,7 +85,12 @@ async def run_stages(videos: list[Path], cfg: Config, run: RunDir, models: Model
 
 async def synthesize(videos: list[Path], cfg: Config, out: str | Path,
                      stages: tuple[str, ...] = STAGES) -> SynthResult:
-    """Open (or resume) the run directory `out` and run the stages on `videos`."""
+    """Open (or resume) the run directory `out` and run the stages on `videos`, in this process
+    (`backend: local`) or on Ray (`backend: ray`, rewatch.scale.ray_backend)."""
+    if cfg.backend == "ray":
+        from rewatch.scale.ray_backend import synthesize as synthesize_on_ray
+
+        return synthesize_on_ray(videos, cfg, out, stages)  # type: ignore[no-any-return]
     run = RunDir(out, cfg)
     models = build_models(cfg, ResponseCache(run.cache_path) if cfg.cache else None)
     try:

@@ -18,7 +18,7 @@ import logging
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, create_model
 from rewatch.config import Config, QAConfig
 from rewatch.models import ChatModel, ModelError, Models, SchemaError
 from rewatch.schema import CaptionLine, CaptionRecord, QARecord, mmss
-from rewatch.store import RunDir, stable_id
+from rewatch.store import Emit, RunDir, error_record, stable_id
 from rewatch.synth.mcq import LetterBalancer, build_video_mcqs
 from rewatch.synth.qa_filters import (
     Candidate,
@@ -54,6 +54,7 @@ from rewatch.synth.qa_free import contrastive_generation, one_of, window_budget
 __all__ = [
     "Candidate", "answer_tokens", "answer_verification", "answers_match", "anchored_generation",
     "contrastive_generation", "contrastive_targets", "generate_qa", "normalize_answer",
+    "QAContext", "video_questions",
     "probe_panel", "summary_bias_filter", "text_bias_filter", "triple_filter",
 ]
 
@@ -249,6 +250,7 @@ class _Done:
     mcq_qa_ids: set[str]  # accepted questions whose MCQ items are all written, or rejected
     by_gen: dict[str, tuple[int, set[str]]]  # gen_id -> (candidates, decided candidate ids)
     mcq_ids: set[str]
+    letters: dict[str, Counter[str]] = field(default_factory=dict)  # video_id -> MCQ letters
 
     @classmethod
     def load(cls, run: RunDir, per_question: int) -> _Done:
@@ -264,8 +266,11 @@ class _Done:
         per_qa = Counter(r.get("qa_id") for r in mcq_rows)
         mcq_qa = {k for k, n in per_qa.items() if k and n >= per_question}
         mcq_qa |= {r["qa_id"] for r in rej_rows if r.get("stage") == "mcq" and "qa_id" in r}
+        letters: dict[str, Counter[str]] = {}
+        for r in mcq_rows:
+            letters.setdefault(r.get("video_id", ""), Counter())[r.get("answer", "")] += 1
         return cls({r["id"]: r for r in qa_rows}, {r["id"] for r in rej_rows}, mcq_qa, by_gen,
-                   {r["id"] for r in mcq_rows})
+                   {r["id"] for r in mcq_rows}, letters)
 
     def decided(self, item_id: str) -> bool:
         return item_id in self.qa_rows or item_id in self.rejected_ids
@@ -278,36 +283,39 @@ class _Done:
             i in self.mcq_qa_ids for i in ids if i in self.qa_rows)
 
 
-async def generate_qa(run: RunDir, cfg: Config, models: Models, progress: Any = None
-                      ) -> dict[str, Any]:
-    """Stage 2 over a run directory: captions.jsonl -> qa.jsonl, mcq.jsonl, rejected.jsonl.
+@dataclass
+class QAContext:
+    """What Stage 2's per-video function needs besides the caption: the config, the models,
+    what the run already holds, and this process's bound on model calls in flight."""
 
-    Resumable: finished videos and decided questions are skipped without a model call; a video
-    cut off half-way replays its other finished calls from the response cache. Returns counts
-    (per filter, and model calls per step).
-    """
+    cfg: Config
+    models: Models
+    done: _Done
+    sem: asyncio.Semaphore
+    tally: Counter[str] = field(default_factory=Counter)  # model calls per step
 
+    @property
+    def generator(self) -> ChatModel:
+        return self.models[self.cfg.synth.qa.generator]
+
+
+async def video_questions(caption: CaptionRecord, ctx: QAContext, emit: Emit) -> Counter[str]:
+    """Stage 2 as a function of one video: contrastive generation, the triple filter and the
+    MCQ reformulation of one caption, its qa.jsonl, mcq.jsonl, rejected.jsonl and errors.jsonl
+    records going to `emit`. Returns its counts ("rejected:<stage>:<filter>" per rejection).
+    The MCQ answer letters are balanced within the video (from the letters it already has), so
+    a video's items do not depend on which other videos ran before it: the same records under
+    any driver and order."""
+    cfg, models, done, sem, tally = ctx.cfg, ctx.models, ctx.done, ctx.sem, ctx.tally
     qa = cfg.synth.qa
-    captions = [CaptionRecord.model_validate(r) for r in run.file("captions.jsonl").read()]
-    qa_file, rej_file, mcq_file = (run.file(n) for n in ("qa.jsonl", "rejected.jsonl",
-                                                         "mcq.jsonl"))
-    done = _Done.load(run, qa.mcq_per_question)
-    balancer = LetterBalancer.from_file(mcq_file, qa.num_options, cfg.synth.seed)
-    panel = panel_description(cfg, models)
-    generator = models[qa.generator]
-    tally: Counter[str] = Counter()
+    generator = ctx.generator
     counts: Counter[str] = Counter()
-    rejected_by: Counter[str] = Counter()
-    sem = asyncio.Semaphore(cfg.synth.concurrency)
-    # one video at a time keeps an in-process model's cached prompt prefix (the caption) warm
-    videos_gate = asyncio.Semaphore(cfg.synth.videos_at_once or max(1, len(captions)))
-    task = progress.add_task("stage 2: questions", total=len(captions)) if progress else None
 
     def write_reject(row: dict[str, Any]) -> None:
-        rej_file.append(row)
-        rejected_by[f"{row['stage']}:{row['filter']}"] += 1
+        emit("rejected.jsonl", row)
+        counts[f"rejected:{row['stage']}:{row['filter']}"] += 1
 
-    async def generate(caption: CaptionRecord, gen_id: str) -> list[dict[str, Any]] | None:
+    async def generate(gen_id: str) -> list[dict[str, Any]] | None:
         """Raw candidates (a dict each; {"error": ...} for an anchored call that never fit), or
         None when the free-mode call failed and the video was rejected."""
         if qa.generation == "free":
@@ -337,8 +345,7 @@ async def generate_qa(run: RunDir, cfg: Config, models: Models, progress: Any = 
         return list(await asyncio.gather(*(one(i, ln, t) for i, (ln, t) in
                                            enumerate(zip(targets, types, strict=True)))))
 
-    async def filter_candidate(caption: CaptionRecord, c: Candidate, gen: dict[str, Any]
-                               ) -> QARecord | None:
+    async def filter_candidate(c: Candidate, gen: dict[str, Any]) -> QARecord | None:
         base = {"question": c.question, "answer": c.answer, "qtype": c.qtype,
                 "evidence_lines": [line_text(x) for x in c.evidence], "generation": gen}
         async with sem:
@@ -353,92 +360,124 @@ async def generate_qa(run: RunDir, cfg: Config, models: Models, progress: Any = 
         rec = QARecord(id=c.id, video_id=c.video_id, question=c.question, answer=c.answer,
                        qtype=c.qtype, evidence=[line_text(x) for x in c.evidence],
                        filters={"generation": gen, "order": list(qa.filter_order), **verdicts,
-                                "panel": panel})
-        qa_file.append(rec)
+                                "panel": panel_description(cfg, models)})
+        emit("qa.jsonl", rec)
         counts["accepted"] += 1
         return rec
 
-    async def one_video(caption: CaptionRecord) -> None:
-        async with videos_gate:
-            await video_questions(caption)
+    gen_id = generation_id(caption, cfg)
+    try:
+        if done.video_done(gen_id):
+            counts["videos_skipped"] += 1
+            return counts
+        counts["videos"] += 1
+        lines = [x for x in caption.detail if x.text.strip()]
+        if len(lines) < qa.min_caption_lines:
+            why = "empty_caption" if not lines else (
+                f"caption_too_short: {len(lines)} line(s), min_caption_lines="
+                f"{qa.min_caption_lines}")
+            write_reject(reject(STAGE, gen_id, caption.video_id, "input", why,
+                                caption_id=caption.id))
+            return counts
+        raw = await generate(gen_id)
+        if raw is None:
+            return counts
+        counts["candidates"] += len(raw)
+        phrasing = phrasing_words(caption)
+        seen: set[str] = set()
+        todo: list[tuple[Candidate, dict[str, Any]]] = []
+        for i, q in enumerate(raw):  # checks in candidate order: duplicates are the later
+            c = Candidate(stable_id(gen_id, i), gen_id, i, caption.video_id,
+                          q["question"].strip(), q["answer"].strip(), q["qtype"],
+                          q["evidence"])
+            c.evidence = [q["line"]] if "line" in q else resolve_evidence(caption, c.stamps)
+            gen = {"gen_id": gen_id, "index": i, "candidates": len(raw),
+                   "mode": qa.generation, "generator": generator.name,
+                   **({"window": q["window"]} if "window" in q else {})}
+            if q.get("decided") or done.decided(c.id):
+                prev = done.qa_rows.get(c.id)
+                if prev is not None:
+                    seen.add(f" {normalize_answer(prev['question'])} ")
+                continue
+            if qa.repair_answer_in_question and "error" not in q and \
+                    generation_checks(c, set()) == "answer_in_question":
+                fixed = repair_answer_in_question(c.question, c.answer, phrasing)
+                if fixed is not None:
+                    gen["repaired_from"], c.question = c.question, fixed
+                    counts["repaired"] += 1
+            problem = ("schema_error" if "error" in q else
+                       q.get("problem") or generation_checks(c, seen))
+            if problem:
+                write_reject(reject(STAGE, c.id, c.video_id, "generation", problem,
+                                    question=c.question, answer=c.answer, qtype=c.qtype,
+                                    evidence_lines=[line_text(x) for x in c.evidence],
+                                    generation=gen, **({"error": q["error"]}
+                                                       if "error" in q else {})))
+                continue
+            todo.append((c, gen))
+        new = await asyncio.gather(*(filter_candidate(c, g) for c, g in todo))
+        accepted = [r for r in new if r is not None] + [
+            QARecord.model_validate(done.qa_rows[stable_id(gen_id, i)])
+            for i in range(len(raw)) if stable_id(gen_id, i) in done.qa_rows]
+        todo_mcq = sorted((r for r in accepted if r.id not in done.mcq_qa_ids),
+                          key=generation_index)
+        balancer = LetterBalancer(qa.num_options, cfg.synth.seed,
+                                  done.letters.get(caption.video_id))
+        async with sem:
+            items, rejections = await build_video_mcqs(todo_mcq, caption, cfg, models,
+                                                       balancer, tally, done.mcq_ids)
+        for row in rejections:
+            write_reject(row)
+        for m in items:
+            emit("mcq.jsonl", m)
+            counts["mcq"] += 1
+    except ModelError as e:
+        emit("errors.jsonl", error_record(STAGE, gen_id, e))
+        counts["errors"] += 1
+    return counts
 
-    async def video_questions(caption: CaptionRecord) -> None:
-        gen_id = generation_id(caption, cfg)
+
+def qa_summary(counts: Counter[str], tally: Counter[str]) -> dict[str, Any]:
+    """Stage 2's result from the per-video counts and the model calls per step."""
+    out: dict[str, Any] = {k: counts[k] for k in ("videos", "videos_skipped", "candidates",
+                                                  "repaired", "accepted", "mcq", "errors")}
+    out["rejected"] = {k.removeprefix("rejected:"): v for k, v in counts.items()
+                       if k.startswith("rejected:")}
+    out["calls"] = dict(tally)
+    out["calls_total"] = sum(tally.values())
+    return out
+
+
+async def generate_qa(run: RunDir, cfg: Config, models: Models, progress: Any = None
+                      ) -> dict[str, Any]:
+    """Stage 2 over a run directory: captions.jsonl -> qa.jsonl, mcq.jsonl, rejected.jsonl.
+
+    Resumable: finished videos and decided questions are skipped without a model call; a video
+    cut off half-way replays its other finished calls from the response cache. Returns counts
+    (per filter, and model calls per step).
+    """
+    captions = [CaptionRecord.model_validate(r) for r in run.file("captions.jsonl").read()]
+    mcq_file = run.file("mcq.jsonl")
+    write = run.emitter(mcq_file)
+
+    def emit(name: str, record: Any) -> None:
+        if name != "mcq.jsonl" or record.id not in mcq_file:
+            write(name, record)
+
+    ctx = QAContext(cfg, models, _Done.load(run, cfg.synth.qa.mcq_per_question),
+                    asyncio.Semaphore(cfg.synth.concurrency))
+    counts: Counter[str] = Counter()
+    # one video at a time keeps an in-process model's cached prompt prefix (the caption) warm
+    videos_gate = asyncio.Semaphore(cfg.synth.videos_at_once or max(1, len(captions)))
+    task = progress.add_task("stage 2: questions", total=len(captions)) if progress else None
+
+    async def one_video(caption: CaptionRecord) -> None:
         try:
-            if done.video_done(gen_id):
-                counts["videos_skipped"] += 1
-                return
-            counts["videos"] += 1
-            lines = [x for x in caption.detail if x.text.strip()]
-            if len(lines) < qa.min_caption_lines:
-                why = "empty_caption" if not lines else (
-                    f"caption_too_short: {len(lines)} line(s), min_caption_lines="
-                    f"{qa.min_caption_lines}")
-                write_reject(reject(STAGE, gen_id, caption.video_id, "input", why,
-                                    caption_id=caption.id))
-                return
-            raw = await generate(caption, gen_id)
-            if raw is None:
-                return
-            counts["candidates"] += len(raw)
-            phrasing = phrasing_words(caption)
-            seen: set[str] = set()
-            todo: list[tuple[Candidate, dict[str, Any]]] = []
-            for i, q in enumerate(raw):  # checks in candidate order: duplicates are the later
-                c = Candidate(stable_id(gen_id, i), gen_id, i, caption.video_id,
-                              q["question"].strip(), q["answer"].strip(), q["qtype"],
-                              q["evidence"])
-                c.evidence = [q["line"]] if "line" in q else resolve_evidence(caption, c.stamps)
-                gen = {"gen_id": gen_id, "index": i, "candidates": len(raw),
-                       "mode": qa.generation, "generator": generator.name,
-                       **({"window": q["window"]} if "window" in q else {})}
-                if q.get("decided") or done.decided(c.id):
-                    prev = done.qa_rows.get(c.id)
-                    if prev is not None:
-                        seen.add(f" {normalize_answer(prev['question'])} ")
-                    continue
-                if qa.repair_answer_in_question and "error" not in q and \
-                        generation_checks(c, set()) == "answer_in_question":
-                    fixed = repair_answer_in_question(c.question, c.answer, phrasing)
-                    if fixed is not None:
-                        gen["repaired_from"], c.question = c.question, fixed
-                        counts["repaired"] += 1
-                problem = ("schema_error" if "error" in q else
-                           q.get("problem") or generation_checks(c, seen))
-                if problem:
-                    write_reject(reject(STAGE, c.id, c.video_id, "generation", problem,
-                                        question=c.question, answer=c.answer, qtype=c.qtype,
-                                        evidence_lines=[line_text(x) for x in c.evidence],
-                                        generation=gen, **({"error": q["error"]}
-                                                           if "error" in q else {})))
-                    continue
-                todo.append((c, gen))
-            new = await asyncio.gather(*(filter_candidate(caption, c, g) for c, g in todo))
-            accepted = [r for r in new if r is not None] + [
-                QARecord.model_validate(done.qa_rows[stable_id(gen_id, i)])
-                for i in range(len(raw)) if stable_id(gen_id, i) in done.qa_rows]
-            todo_mcq = sorted((r for r in accepted if r.id not in done.mcq_qa_ids),
-                              key=generation_index)
-            async with sem:
-                items, rejections = await build_video_mcqs(todo_mcq, caption, cfg, models,
-                                                           balancer, tally, done.mcq_ids)
-            for row in rejections:
-                write_reject(row)
-            for m in items:
-                if m.id not in mcq_file:
-                    mcq_file.append(m)
-                    counts["mcq"] += 1
-        except ModelError as e:
-            run.record_error(STAGE, gen_id, e)
-            counts["errors"] += 1
+            async with videos_gate:
+                counts.update(await video_questions(caption, ctx, emit))
         finally:
             if progress is not None:
                 progress.advance(task)
 
     await asyncio.gather(*(one_video(c) for c in captions))
-    out: dict[str, Any] = {k: counts[k] for k in ("videos", "videos_skipped", "candidates",
-                                                  "repaired", "accepted", "mcq", "errors")}
-    out["rejected"] = dict(rejected_by)
-    out["calls"] = dict(tally)
-    out["calls_total"] = sum(tally.values())
-    return out
+    return qa_summary(counts, ctx.tally)
