@@ -237,8 +237,9 @@ class EvalConfig(Section):
     # a key of `models`: runs the LLM steps of the official scoring (VCR-Bench extraction and
     # grading, VideoMathQA CoT post-processing) and grades strict VCR-Bench free-text answers
     judge: str | None = None
-    # VCR-Bench's CoT score (official recall/precision prompts, F1): two more judge calls per
-    # question, official mode only
+    # the official reasoning scores, official mode only: VCR-Bench's CoT score (recall and
+    # precision prompts, F1; two more judge calls per question) and VideoMathQA's 0-10 step
+    # score (cot_step_evaluation.py; one more judge call per mcq question)
     cot_score: bool = False
     prepare_workers: int = Field(2, ge=1)  # threads decoding/encoding frames (frames mode)
     prepare_ahead: int = Field(4, ge=1)  # videos whose frames are held ready at once

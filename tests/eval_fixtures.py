@@ -58,14 +58,17 @@ def holmes(tmp: Path, vids: list[str]) -> Path:
     return _dump(tmp / "test_Video-Holmes.json", rows)
 
 
-def videomathqa(tmp: Path, vids: list[str], binary: bool = False) -> Path:
+def videomathqa(tmp: Path, vids: list[str], binary: bool = False, n: int = 4) -> Path:
+    # `steps` is one string of numbered lines (a string column on the dataset card; read as
+    # sample["steps"] by lmms-eval's cot_step_evaluation.py)
     rows = []
-    for i in range(4):
+    for i in range(n):
         opts = [f"({L}) {10 * i + k}" for k, L in enumerate("ABCDE")]
         ans = "ABCDE"[i % 5]
         base = {"videoID": vids[i % len(vids)], "question_id": f"vm{i}",
                 "category": ["Counting", "Chart"][i % 2], "question": f"What is x in problem {i}?",
-                "steps": "1. read 2. add", "length": ["short", "long"][i % 2]}
+                "steps": f"1. Read x from the board in problem {i}.\n2. Add 10 \u00d7 {i}.",
+                "length": ["short", "long"][i % 2]}
         if not binary:
             rows.append({**base, "options": opts, "answer": ans})
             continue

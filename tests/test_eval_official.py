@@ -6,6 +6,7 @@ Upstream snapshots read (commit = the last one touching the file):
 - lmms-eval  EvolvingLMMs-Lab/lmms-eval  lmms_eval/tasks/minerva/utils.py         bec4e649
 - lmms-eval  lmms_eval/tasks/videomathqa/utils.py                                  c7eaef37
 - lmms-eval  lmms_eval/tasks/videomathqa/cot_postprocess.py                        d8fcb9c3
+- lmms-eval  lmms_eval/tasks/videomathqa/cot_step_evaluation.py                    d8fcb9c3
 - lmms-eval  lmms_eval/tasks/cgav_counting/utils.py                                cb9d7f76
 - VLMEvalKit open-compass/VLMEvalKit vlmeval/dataset/CGAVCounting/utils.py         401916c0
 - Video-Holmes TencentARC/Video-Holmes evaluate.py                                 a360ad63
@@ -39,6 +40,11 @@ from rewatch.eval.benchmarks.videomathqa import (
     official_wrong_letter,
 )
 from rewatch.eval.benchmarks.videomathqa import official_letter as vmqa_letter
+from rewatch.eval.benchmarks.videomathqa_steps import (
+    official_options_text,
+    official_step_metrics,
+    official_step_score,
+)
 from rewatch.eval.run import Judgments, run_judges, score_modes
 from rewatch.models.openai_compat import OpenAIChatModel
 from rewatch.models.scripted_server import ScriptedTestServer, last_user_text
@@ -180,6 +186,153 @@ def test_videomathqa_cot_judge_end_to_end(bench_dir: tuple[Path, list[str]],
     assert nojudge.needs_judge == 4
     # the first-capital rule on raw reasoning: vm0 "Adding" -> A (right by luck)
     assert {o.id: o.predicted for o in nojudge.outcomes}["vm0"] == "A"
+
+
+# --- VideoMathQA step score: lmms-eval lmms_eval/tasks/videomathqa/cot_step_evaluation.py
+# @ d8fcb9c3 ---------------------------------------------------------------------------------
+
+_CARD = '{"matched_steps": "3/4", "final_answer_correct": 1, "critique": "Sound.", "score": 8}'
+
+
+@pytest.mark.parametrize(("output", "score", "parsed"), [
+    ("SCORE_CARD: " + _CARD, 8, True),  # lines 132-136
+    ("  \n<think>\nmaybe SCORE_CARD: {\"score\": 2}\n</think>\n\nSCORE_CARD: "
+     + _CARD + "\n", 8, True),  # stripped, then the text after the *last* marker (133)
+    ('{"score": 6}', 6, True),  # no marker: the whole output (split gives it back)
+    ("SCORE_CARD: {'score': 7, 'critique': 'fine', 'final_answer_correct': True}", 7,
+     True),  # not JSON: ast.literal_eval, then through JSON (lines 83-85)
+    ('SCORE_CARD: {"score": "7"}', 7, True),  # int() of the value (line 136)
+    ('SCORE_CARD: {"score": " 9 "}', 9, True),  # int() strips spaces
+    ('SCORE_CARD: {"score": "1_0"}', 10, True),  # and reads underscores
+    ('SCORE_CARD: {"score": 7.9}', 7, True),  # int() truncates
+    ('SCORE_CARD: {"score": true}', 1, True),
+    ('SCORE_CARD: {"score": 12}', 12, True),  # no clamping to 0-10
+    ('SCORE_CARD: {"score": 3, "score": 5}', 5, True),  # the last duplicate key
+    ('SCORE_CARD: {"matched_steps": "2/4"}', 0, True),  # no score: .get default 0
+    ('SCORE_CARD: {"score": "7.5"}', 0, False),  # int("7.5") raises: default card (129)
+    ('SCORE_CARD: {"score": null}', 0, False),
+    ('SCORE_CARD: {"score": NaN}', 0, False),  # json reads NaN, int() refuses it
+    ('SCORE_CARD: {"score": 8, "critique": null}', 0, False),  # None.strip() raises
+    ('SCORE_CARD: {"score": 8, "critique": 3}', 0, False),
+    ('SCORE_CARD: {"score": 9}\nThat is my grade.', 0, False),  # trailing text: no parse
+    ('```json\n{"score": 9}\n```', 0, False),  # a fenced block is not JSON
+    ('**SCORE_CARD:** {"score": 9}', 0, False),  # no "SCORE_CARD: " with its one space
+    ('SCORE_CARD:{"score": 9}', 0, False),
+    ('score_card: {"score": 9}', 0, False),  # the marker is case-sensitive
+    ('SCORE_CARD: {"score": 9} SCORE_CARD: ', 0, False),  # after the last marker: ""
+    ("SCORE_CARD: [8]", 0, False),  # a list has no .get
+    ("SCORE_CARD: 8", 0, False),
+    ("SCORE_CARD: {'score': 8, 'seen': {1, 2}}", 0, False),  # a set: json.dumps raises
+    ("", 0, False),
+    ("I cannot grade this.", 0, False),
+])
+def test_videomathqa_step_score_rule(output: str, score: int, parsed: bool) -> None:
+    assert official_step_score(output) == (score, parsed)
+
+
+def test_videomathqa_step_options_as_numpy_prints_them() -> None:
+    """prepare_input (lines 91-99) takes the options from the parquet through pandas, which
+    gives a numpy array; the f-string prints it without commas, wrapped at 75 characters
+    (checked once against pandas.read_parquet on a parquet file of these options)."""
+    assert official_options_text(["(A) 10", "(B) 11", "(C) 12", "(D) 13", "(E) 14"]) == (
+        "['(A) 10' '(B) 11' '(C) 12' '(D) 13' '(E) 14']")
+    assert official_options_text(["(A) it's 3 cm long and quite long text here",
+                                  "(B) 11 centimetres squared", "(C) 12", "(D) 13",
+                                  "(E) 14"]) == (
+        "[\"(A) it's 3 cm long and quite long text here\"\n"
+        " '(B) 11 centimetres squared' '(C) 12' '(D) 13' '(E) 14']")
+
+
+def test_videomathqa_step_mean_full_batches_only(bench_dir: tuple[Path, list[str]]) -> None:
+    """compute_score (lines 110-159) with bs=8 (line 193): only full batches are scored, so
+    of 10 questions with a reply the last 2 never enter the mean; rows without a result are
+    skipped (lines 116-118); an unparsed grade is 0 inside the mean."""
+    tmp, vids = bench_dir
+    items = get_benchmark("videomathqa").load(fx.videomathqa(tmp, vids, n=11), tmp / "videos")
+    replies = {it.id: "r" for it in items if it.id != "vm3"}  # vm3: no reply at all
+    grades = [5, 6, 7, 8, None, 9, 10, 3, 4, 2]  # None: no score card
+    judged = {f"videomathqa_step:{i}": ("no card" if g is None else
+                                         f'SCORE_CARD: {{"score": {g}}}')
+              for i, g in zip(replies, grades, strict=True)}
+    m = official_step_metrics(items, replies, judged)
+    assert m["cot_step_score"] == pytest.approx((5 + 6 + 7 + 8 + 0 + 9 + 10 + 3) / 8)
+    assert m["cot_step_score_all"] == pytest.approx(54 / 10)
+    assert (m["cot_step_in_mean"], m["cot_step_judged"], m["cot_step_unparsed"],
+            m["cot_step_unjudged"]) == (8, 10, 1, 0)
+    short = official_step_metrics(items[:7], replies, judged)  # fewer than 8: no mean
+    assert "cot_step_score" not in short and short["cot_step_score_all"] == pytest.approx(
+        (5 + 6 + 7 + 8 + 0 + 9) / 6)  # vm0-vm6 less vm3
+    del judged["videomathqa_step:vm0"]
+    assert official_step_metrics(items, replies, judged)["cot_step_unjudged"] == 1
+
+
+def test_videomathqa_step_score_end_to_end(bench_dir: tuple[Path, list[str]],
+                                           tmp_path: Path) -> None:
+    """The official prompt (get_user_prompt, lines 56-76: one user message, the annotation's
+    question, options, `json.dumps(steps, indent=2)` and answer, then the raw reply), upstream's
+    temperature and token limit (line 173), grades kept in judgments.jsonl and reused, and the
+    step score in the official metrics only when `cot_score` is on."""
+    tmp, vids = bench_dir
+    b = get_benchmark("videomathqa")
+    items = b.load(fx.videomathqa(tmp, vids, n=9), tmp / "videos")
+    replies = {it.id: f"Reading the board, x is {i}; adding gives (B)." for i, it in
+               enumerate(items)}
+    grades = dict(zip([it.id for it in items], [8, 6, 10, 4, 0, 7, 9, 5, 3],
+                      strict=True))
+
+    def judge_reply(body: dict[str, Any]) -> str:
+        text = last_user_text(body)
+        if not text.startswith("\nINSTRUCTIONS: "):
+            return "B"  # the CoT answer extraction (cot_postprocess.py)
+        rid = next(k for k, r in replies.items() if r in text)
+        return ("<think>\nThe steps match.\n</think>\n\nSCORE_CARD: {\"matched_steps\": "
+                f'"2/2", "final_answer_correct": 1, "critique": "ok", "score": {grades[rid]}}}')
+
+    store = Judgments(tmp_path)
+    with ScriptedTestServer(judge_reply) as srv:
+        async def go(judgments: dict[str, str]) -> int:
+            judge = OpenAIChatModel("scripted", srv.base_url)
+            try:
+                return await run_judges(b, items, replies, judgments, seed=0, think=True,
+                                        judge=judge, store=store, cot_score=True)
+            finally:
+                await judge.aclose()
+
+        judgments: dict[str, str] = {}
+        assert asyncio.run(go(judgments)) == 18  # a CoT extraction and a grade per reply
+        steps = [r for r in srv.requests if last_user_text(r).startswith("\nINSTRUCTIONS: ")]
+        assert len(steps) == 9
+        reused = store.valid(replies)
+        assert asyncio.run(go(reused)) == 0  # every grade is reused from judgments.jsonl
+        assert len(srv.requests) == 18
+    sent = next(r for r in steps if replies["vm1"] in last_user_text(r))
+    assert [m["role"] for m in sent["messages"]] == ["user"]
+    assert sent["temperature"] == 0.6 and sent["max_tokens"] == 32768
+    text = last_user_text(sent)
+    assert text.startswith("\nINSTRUCTIONS: \nYou are a intelligent assistant for grading math "
+                           "question solutions. You will be given:\n- A mathematical question")
+    assert "- Score = (matching steps / N) × 10, rounded to nearest whole number. \n" in text
+    assert text.endswith(
+        "\n\nQUESTION: What is x in problem 1?\n\n"
+        "OPTIONS: ['(A) 10' '(B) 11' '(C) 12' '(D) 13' '(E) 14']\n\n"
+        'GROUND TRUTH STEPS:\n"1. Read x from the board in problem 1.\\n2. Add 10 \\u00d7 1."'
+        "\n\nCORRECT FINAL ANSWER:\nB\n\nPREDICTION:\n" + replies["vm1"] + "\n\n"
+        "Now evaluate this prediction and return the response in the specified format: "
+        'SCORE_CARD: {"matched_steps": "X/N", "final_answer_correct": <0 or 1>, "critique": '
+        '"<2–3 sentence summary>", "score": <0–10>}\n\n')
+    assert {k for k in reused if k.startswith("videomathqa_step:")} == {
+        f"videomathqa_step:{i}" for i in replies}
+    scores = score_modes(b, items, replies, reused, seed=0, think=True, cot_score=True)
+    m = scores["official"].metrics
+    assert m["cot_step_score"] == pytest.approx((8 + 6 + 10 + 4 + 0 + 7 + 9 + 5) / 8)
+    assert m["cot_step_score_all"] == pytest.approx(52 / 9)
+    assert "cot_step_score" not in scores["strict"].metrics
+    plain = score_modes(b, items, replies, reused, seed=0, think=True)["official"].metrics
+    assert "cot_step_score" not in plain
+    mbin = get_benchmark("videomathqa-mbin")  # the step score is the mcq task's
+    assert not mbin.judge_requests(mbin.load(fx.videomathqa(tmp, vids, binary=True),
+                                             tmp / "videos"), {"vm0#0": "A"},
+                                   ScoreOptions(mode="official", cot_score=True))
 
 
 def test_multi_binary_official(bench_dir: tuple[Path, list[str]]) -> None:

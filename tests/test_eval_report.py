@@ -88,3 +88,29 @@ def test_html_escapes_and_chart(runs: list[Path], tmp_path: Path) -> None:
 def test_report_needs_scores(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="rewatch eval"):
         load_run(tmp_path)
+
+
+def test_report_shows_videomathqa_step_score(tmp_path: Path) -> None:
+    """The official 0-10 step score (cot_step_evaluation.py, judged here by stored scripted
+    outputs) is listed with the official metrics, in markdown and HTML, and not in strict."""
+    videos = tmp_path / "videos"
+    vids = fx.make_videos(videos, n=1)
+    b = get_benchmark("videomathqa")
+    items = b.load(fx.videomathqa(tmp_path, vids, n=8), videos)
+    replies = {it.id: "so (A)" for it in items}
+    judged = {f"videomathqa_step:{it.id}": f'SCORE_CARD: {{"score": {k + 1}}}'
+              for k, it in enumerate(items)}
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "meta.json").write_text(json.dumps({"bench": "videomathqa", "model": "m",
+                                                "mode": "think", "label": "steps"}))
+    (root / "predictions.jsonl").write_text("".join(
+        json.dumps({"id": k, "reply": v}) + "\n" for k, v in replies.items()))
+    write_scores(root, score_modes(b, items, replies, judged, think=True, cot_score=True),
+                 "official", {})
+    md = markdown([load_run(root)], published=False)
+    official = next(line for line in md.splitlines() if line.startswith("Metrics (official)"))
+    assert "cot_step_score 4.50" in official and "cot_step_in_mean 8.00" in official
+    assert "Metrics (strict)" not in md
+    page = write_report([root], tmp_path / "rep", published=False)["html"].read_text()
+    assert "Metrics (official): " in page and "cot_step_score 4.50" in page

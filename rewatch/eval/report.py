@@ -164,10 +164,7 @@ def markdown(runs: list[RunScores], published: bool = True) -> str:
         lines += ["", f"## {r.label} — {r.bench}", ""]
         lines += [f"- {_counts_line(s)}" for _m, s in _modes(r)]
         if r.score.get("metrics"):
-            for m, s in _modes(r):
-                if s.get("metrics"):
-                    lines.append(f"Metrics ({m}): " + ", ".join(
-                        f"{k} {_fmt(v)}" for k, v in s["metrics"].items()))
+            lines += [_metrics_line(m, s) for m, s in _modes(r) if s.get("metrics")]
         for key, groups in r.score.get("breakdowns", {}).items():
             cols = sorted({c for g in groups.values() for c in g})
             lines += ["", f"| {key} | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
@@ -178,6 +175,11 @@ def markdown(runs: list[RunScores], published: bool = True) -> str:
 
 def _modes(r: RunScores) -> list[tuple[str, dict[str, Any]]]:
     return [(m, r.scores[m]) for m in MODES if m in r.scores]
+
+
+def _metrics_line(mode: str, s: dict[str, Any]) -> str:
+    """A mode's further metrics (OBOA, MAE, pairs, the official CoT / step scores, ...)."""
+    return f"Metrics ({mode}): " + ", ".join(f"{k} {_fmt(v)}" for k, v in s["metrics"].items())
 
 
 def _counts_line(s: dict[str, Any]) -> str:
@@ -247,6 +249,7 @@ def html_report(runs: list[RunScores], chart: str | None, published: bool = True
         s = r.score
         body.append(f"<h2>{e(r.label)} — {e(r.bench)}</h2>" + "".join(
             f"<p>{e(_counts_line(x).replace('**', ''))}</p>" for _m, x in _modes(r)))
+        body += [f"<p>{e(_metrics_line(m, x))}</p>" for m, x in _modes(r) if x.get("metrics")]
         for key, groups in s.get("breakdowns", {}).items():
             cols = sorted({c for g in groups.values() for c in g})
             body.append(f"<table><tr><th>{e(key)}</th>"

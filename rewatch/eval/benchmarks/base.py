@@ -17,6 +17,7 @@ import inspect
 import json
 import math
 import random
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -140,7 +141,9 @@ class ScoreOptions:
     seed: int = 0
     think: bool = False
     judgments: Mapping[str, str] = field(default_factory=dict)
-    cot_score: bool = False  # also the official reasoning score where there is one (VCR-Bench)
+    # also the official reasoning score where there is one (VCR-Bench's CoT F1, VideoMathQA's
+    # 0-10 step score)
+    cot_score: bool = False
 
     def judged(self, step: str, item_id: str) -> str | None:
         """The judge's raw output for one step of one item, or None when it was not run."""
@@ -253,6 +256,13 @@ def letter_outcome(item: EvalItem, letter: str | None, how: str, *, guessed: boo
                        needs_judge=needs_judge, group=item.group)
     return Outcome(item.id, letter == item.answer, "answered", letter, item.categories,
                    how=how, guessed=guessed, needs_judge=needs_judge, group=item.group)
+
+
+def fill_placeholders(template: str, **values: str) -> str:
+    """Replace `{name}` placeholders only, in one pass (official prompts carry other braces
+    verbatim, e.g. LaTeX `\\frac{V^2}{r}` or a JSON format line, and a value that contains
+    `{name}` is not filled again, as with upstream's f-strings)."""
+    return re.sub(r"\{(" + "|".join(values) + r")\}", lambda m: values[m.group(1)], template)
 
 
 def item_rng(seed: int, item_id: str) -> random.Random:

@@ -35,6 +35,7 @@ from rewatch.eval.benchmarks.base import (
     Outcome,
     ScoreOptions,
     choice_outcome,
+    fill_placeholders,
     load_rows,
     missing_outcome,
     need,
@@ -208,12 +209,6 @@ def verdict_correct(text: str) -> bool:
     return text.strip().strip(".").lower() in ("1", "true", "yes", "correct")
 
 
-def _fill(template: str, **values: str) -> str:
-    """Replace `{name}` placeholders only (the official prompts carry other braces verbatim,
-    e.g. LaTeX `\\frac{V^2}{r}`; upstream concatenates that part outside `.format`)."""
-    return re.sub(r"\{(" + "|".join(values) + r")\}", lambda m: values[m.group(1)], template)
-
-
 @register
 class VCRBench(Benchmark):
     name = "vcr-bench"
@@ -372,13 +367,13 @@ class VCRBench(Benchmark):
                             f"official_{step}", strip=False).format(**kw), reply))
             extracted = opts.judged("vcr_extract", it.id)
             if extracted is None:
-                out.append(JudgeRequest("vcr_extract", it.id, _fill(
+                out.append(JudgeRequest("vcr_extract", it.id, fill_placeholders(
                     load_prompt("official_vcr_extract", strip=False), question=it.question,
                     response=reply), reply))
                 continue
             if (official_rule_match(it.extra.get("answer_raw", it.answer), extracted) is None
                     and opts.judged("vcr_score", it.id) is None):
-                out.append(JudgeRequest("vcr_score", it.id, _fill(
+                out.append(JudgeRequest("vcr_score", it.id, fill_placeholders(
                     load_prompt("official_vcr_score", strip=False), question=it.question,
                     extract_answer=extracted, gt_answer=str(it.extra.get("answer_raw",
                                                                           it.answer))), reply))

@@ -17,6 +17,8 @@ In think mode the official CoT tasks add `cot_postprocess.py` (commit d8fcb9c3, 
 an LLM (Qwen3-4B there, `eval.judge` here; temperature 0.7, 16 tokens) is given the options and
 the reply with the official prompt, and when its output is not exactly one valid letter a random
 *wrong* letter is substituted; the letter then goes through the rule above.
+With `eval.cot_score` the mcq task also gets the official 0-10 step score of each reply
+(`cot_step_evaluation.py`, see `videomathqa_steps`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ from rewatch.eval.benchmarks.base import (
     need,
     register,
     summarize,
+)
+from rewatch.eval.benchmarks.videomathqa_steps import (
+    STEP,
+    official_step_metrics,
+    step_request,
 )
 
 # utils.py lines 202-209, verbatim including the two fused entries (missing commas upstream)
@@ -126,7 +133,8 @@ class _VideoMathQABase(Benchmark):
                 question=str(need(row, "question", where)), options=options, answer=answer,
                 categories={"category": str(row.get("category", "")),
                             "length": str(row.get("length", ""))},
-                extra={"steps": row.get("steps"), "options_raw": [
+                extra={"steps": row.get("steps"), "answer_raw": row.get("answer"),
+                       "options_raw": [
                     str(o) for o in (row["options"] if isinstance(row["options"], list)
                                      else [f"({k}) {v}" for k, v in options.items()])]},
             )))
@@ -156,12 +164,15 @@ class _VideoMathQABase(Benchmark):
 
     def judge_requests(self, items: list[EvalItem], replies: dict[str, str],
                        opts: ScoreOptions) -> list[JudgeRequest]:
-        """Official think mode: cot_postprocess.py's extraction step for every reply."""
+        """Official: in think mode cot_postprocess.py's extraction step for every reply; with
+        `cot_score` (mcq) the step grading of cot_step_evaluation.py."""
         from rewatch.eval.inputs import load_prompt
 
-        if opts.mode != "official" or not opts.think:
+        if opts.mode != "official":
             return []
-        out = []
+        out = self.step_requests(items, replies, opts)
+        if not opts.think:
+            return out
         for it in items:
             reply = replies.get(it.id)
             if reply is None or opts.judged("videomathqa_cot", it.id) is not None:
@@ -175,6 +186,11 @@ class _VideoMathQABase(Benchmark):
                                     max_tokens=16))
         return out
 
+    def step_requests(self, items: list[EvalItem], replies: dict[str, str],
+                      opts: ScoreOptions) -> list[JudgeRequest]:
+        """The CoT step score's judge calls (none by default: only the mcq task has it)."""
+        return []
+
 
 @register
 class VideoMathQA(_VideoMathQABase):
@@ -184,6 +200,24 @@ class VideoMathQA(_VideoMathQABase):
     def load(self, data: str | Path, videos: str | Path) -> list[EvalItem]:
         """The mcq config's rows as five-option items."""
         return [item for _row, item in self._rows(data, videos)]
+
+    def step_requests(self, items: list[EvalItem], replies: dict[str, str],
+                      opts: ScoreOptions) -> list[JudgeRequest]:
+        """With `cot_score`: cot_step_evaluation.py's grading call for every reply not yet
+        graded."""
+        if not opts.cot_score:
+            return []
+        return [step_request(it, replies[it.id]) for it in items
+                if it.id in replies and opts.judged(STEP, it.id) is None]
+
+    def score(self, items: list[EvalItem], replies: dict[str, str],
+              opts: ScoreOptions | None = None) -> BenchScore:
+        """Accuracy; with `cot_score` in official mode also the official step score (0-10)."""
+        opts = opts or ScoreOptions()
+        score = super().score(items, replies, opts)
+        if opts.mode == "official" and opts.cot_score:
+            score.metrics.update(official_step_metrics(items, replies, opts.judgments))
+        return score
 
 
 def binary_pairs(item: EvalItem) -> list[EvalItem]:
