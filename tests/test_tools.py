@@ -127,3 +127,16 @@ def test_retrieval_naming_a_time_finds_the_line_at_that_time():
     plain = index.segment_retrieval("objects on screen", top_k=4)
     assert {c.text for c in plain.lines} >= {"Four objects are on screen now.",
                                              "Three objects are on screen now."}
+
+
+def test_a_point_query_returns_the_instant_lines_at_that_second():
+    from rewatch.schema import CaptionLine, CaptionRecord
+
+    lines = [CaptionLine(start=1, end=6, text="The orange triangle moves right slowly."),
+             CaptionLine(start=3, end=3, text="A cyan rectangle appears at the top right."),
+             CaptionLine(start=3, end=3, text="Two objects are on screen now."),
+             CaptionLine(start=5, end=5, text="Three objects are on screen now.")]
+    cap = CaptionRecord(id="c", video_id="v", video_path="v.mp4", captioner="test", duration=8,
+                        detail=lines, summary="")
+    got = CaptionIndex(cap).segment_query("00:03")
+    assert [c.text for c in got.lines] == [lines[0].text, lines[1].text, lines[2].text]

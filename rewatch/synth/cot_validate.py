@@ -42,7 +42,7 @@ REASONING_WORDS = frozenset(content_words(
     "answer answers answered option options choice correct right wrong match matches matching "
     "observation observations evidence settle settles settled specific specified given "
     "whether step steps have has had having clear clearly sure "
-    "retrieve retrieved determine determined based conclude concluded if but not only "
+    "retrieve retrieved determine determined based conclude concluded if but not only like "
     # naming the attribute asked about; a colour, count or shape itself must be observed
     "colour color number count counting size shape position direction"
 ))

@@ -274,8 +274,10 @@ class CaptionIndex:
                    f"00:00-{mmss(dur)}")
             return ToolResult("segment_query", arg, _err(msg), error=msg)
         end = min(end, dur)
-        if start == end:  # a point: the lines showing it, else one within rounding (0.5 s)
-            lines = [c for c in self.lines if c.start <= start < c.end] or \
+        if start == end:  # a point: the lines showing it (an instant line at that second
+            # too: "[00:03-00:03] Two objects are on screen now."), else one within rounding
+            lines = [c for c in self.lines if c.start <= start < c.end or
+                     (c.end - c.start < 1.0 and abs(c.start - start) <= 0.5)] or \
                 [c for c in self.lines if c.start - 0.5 <= start <= c.end + 0.5][:1]
         else:
             lines = [c for c in self.lines if c.start < end and c.end > start]
