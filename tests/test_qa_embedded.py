@@ -48,7 +48,11 @@ def test_embedded_stage2_yields_questions_and_mcqs(tmp_path):
     for m in mcqs:
         assert validate_mcq(m.options, m.answer, cfg.synth.qa.num_options) is None
         assert m.options[m.answer] == next(a.answer for a in accepted if a.id == m.qa_id)
-        assert m.checks["key_check"]["judge"] == m.answer  # type: ignore[index]
+        check = m.checks["key_check"]
+        if isinstance(check, str):  # key_check_counts: false, and the options are counts
+            assert check.startswith("skipped") and not cfg.synth.qa.key_check_counts
+        else:
+            assert check["judge"] == m.answer  # type: ignore[index]
         by_question.setdefault(m.qa_id, []).append(m)
     for items in by_question.values():  # two items of a question never share a distractor set
         sets = [frozenset(v for k, v in m.options.items() if k != m.answer) for m in items]
