@@ -48,6 +48,10 @@ class ModelSpec(Section):
     # embedded only
     model_path: str | None = None  # a GGUF file; default: the packaged file of `model`
     n_threads: int | None = None
+    # MiB of saved prompt states (KV cells) kept in RAM: a prompt that shares a prefix with any
+    # earlier one (the Reasoner's growing history, a caption after a probe) starts from it
+    # instead of the last prompt only; 0 turns it off
+    prefix_cache_mb: int = Field(1024, ge=0)
 
     def prompt_chars(self, reply_tokens: int, other_chars: int = 0) -> int:
         """Characters of prompt text that fit n_ctx with `reply_tokens` left for the reply and

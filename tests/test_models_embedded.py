@@ -101,3 +101,36 @@ def test_the_model_is_closed_before_interpreter_shutdown(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "closed, finalizing=False" in out.stderr
     assert "Exception ignored" not in out.stderr and "TypeError" not in out.stderr
+
+
+@pytest.mark.parametrize("mb", [0, 64])
+async def test_a_prompt_starts_from_the_saved_state_sharing_its_prefix(mb, monkeypatch):
+    """A, then an unrelated B, then A extended (the Reasoner's next step after an Observer
+    call): with `prefix_cache_mb` the third call evaluates only what A' adds; without it, the
+    whole of A' but the chat template's default system prompt, which B shares."""
+    model = EmbeddedChatModel("smollm2-135m", prefix_cache_mb=mb)
+    llama = model.llama
+    evaluated: list[int] = []
+    real_eval = type(llama).eval
+
+    def counting_eval(self, tokens):  # type: ignore[no-untyped-def]
+        evaluated.append(len(tokens))
+        return real_eval(self, tokens)
+
+    monkeypatch.setattr(type(llama), "eval", counting_eval)
+    story = "A red ball rolls left. A blue cube stays still. " * 12
+    a = [{"role": "user", "content": f"{story}\nWhat rolls?"}]
+    b = [{"role": "user", "content": "Name three colours."}]
+    first = await model.chat(a, max_tokens=8)
+    await model.chat(b, max_tokens=8)
+    evaluated.clear()
+    again = [*a, {"role": "assistant", "content": first.text},
+             {"role": "user", "content": "And what stays still?"}]
+    reply = await model.chat(again, max_tokens=8)
+    prompt_tokens = reply.usage.prompt_tokens
+    fresh = sum(evaluated) - reply.usage.completion_tokens  # prompt tokens evaluated
+    assert reply.usage.completion_tokens > 0 and prompt_tokens > 150
+    if mb:
+        assert fresh < 40, (fresh, prompt_tokens)
+    else:
+        assert fresh > 0.8 * prompt_tokens, (fresh, prompt_tokens)

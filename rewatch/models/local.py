@@ -23,22 +23,64 @@ def smollm2_path() -> Path:
 
 
 _LOAD_LOCK = threading.Lock()
-_LOADED: dict[tuple[str, int, int | None], Any] = {}
+_LOADED: dict[tuple[str, int, int | None, int], Any] = {}
 
 
-def load_llama(path: str | Path, n_ctx: int = 4096, n_threads: int | None = None) -> Any:
-    """One llama_cpp.Llama per (file, context, threads) in a process, shared by all roles."""
-    from llama_cpp import Llama
+def _lean_llama() -> type:
+    """`llama_cpp.Llama` whose saved states hold the KV cells and tokens only. Its own
+    `save_state` also copies the logits buffer (n_batch x vocabulary floats: 311 MB for Qwen's
+    151,936 tokens) and its cache counts only the KV bytes; after a restore `generate` evaluates
+    at least the prompt's last token again, so those logits are never read."""
+    import ctypes
 
-    key = (str(path), n_ctx, n_threads)
+    import llama_cpp
+    import numpy as np
+    from llama_cpp.llama import LlamaState
+
+    class LeanLlama(llama_cpp.Llama):  # type: ignore[misc]
+        def save_state(self) -> LlamaState:
+            size = llama_cpp.llama_state_get_size(self._ctx.ctx)
+            buf = (ctypes.c_uint8 * int(size))()
+            n = int(llama_cpp.llama_state_get_data(self._ctx.ctx, buf, size))
+            return LlamaState(input_ids=self.input_ids[: self.n_tokens].copy(),
+                              scores=np.empty((0, 0), dtype=np.single), n_tokens=self.n_tokens,
+                              llama_state=ctypes.string_at(buf, n), llama_state_size=n, seed=self._seed)
+
+        def load_state(self, state: LlamaState) -> None:
+            data = (ctypes.c_uint8 * state.llama_state_size).from_buffer_copy(state.llama_state)
+            if llama_cpp.llama_state_set_data(self._ctx.ctx, data, state.llama_state_size) \
+                    != state.llama_state_size:
+                raise RuntimeError("failed to restore a llama.cpp prompt state")
+            self.input_ids[: state.n_tokens] = state.input_ids
+            self.n_tokens = state.n_tokens
+            self._requires_eval = True
+            self._seed = state.seed
+
+    return LeanLlama
+
+
+def load_llama(path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
+               prefix_cache_mb: int = 0) -> Any:
+    """One llama_cpp.Llama per (file, context, threads) in a process, shared by all roles.
+
+    With `prefix_cache_mb`, the states after each call are kept (least recently used dropped
+    past that size) and a prompt starts from the saved state sharing its longest prefix
+    (llama_cpp's `LlamaRAMCache`), not only from the previous call's: the Reasoner's next step
+    extends its last prompt, but an Observer call ran in between."""
+    from llama_cpp.llama_cache import LlamaRAMCache
+
+    key = (str(path), n_ctx, n_threads, prefix_cache_mb)
     with _LOAD_LOCK:
         if key not in _LOADED:
             if not Path(path).exists():
                 raise ModelError(f"embedded model file not found: {path}")
-            _LOADED[key] = Llama(
+            llama = _lean_llama()(
                 model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 2,
                 verbose=False,
             )
+            if prefix_cache_mb:
+                llama.set_cache(LlamaRAMCache(capacity_bytes=prefix_cache_mb << 20))
+            _LOADED[key] = llama
         return _LOADED[key]
 
 
@@ -66,6 +108,7 @@ class EmbeddedChatModel(BaseChatModel):
         model_path: str | None = None,
         n_ctx: int = 4096,
         n_threads: int | None = None,
+        prefix_cache_mb: int = 0,
         cache: ResponseCache | None = None,
         **kw: Any,
     ):
@@ -73,6 +116,7 @@ class EmbeddedChatModel(BaseChatModel):
         self.model_path = Path(model_path) if model_path else model_file(model)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
+        self.prefix_cache_mb = prefix_cache_mb
         self._identity: str | None = None
 
     async def cache_identity(self) -> str:
@@ -87,7 +131,7 @@ class EmbeddedChatModel(BaseChatModel):
 
     @property
     def llama(self) -> Any:
-        return load_llama(self.model_path, self.n_ctx, self.n_threads)
+        return load_llama(self.model_path, self.n_ctx, self.n_threads, self.prefix_cache_mb)
 
     def _run(self, messages: list[Message], schema_json: dict[str, Any] | None,
              temperature: float, max_tokens: int, seed: int) -> tuple[str, Usage]:
