@@ -174,6 +174,9 @@ class CoTConfig(Section):
     # false: no answer by then is rejected as step_limit. An answer forced this way is still
     # checked against the truth, but for a weak model it may be a guess (docs/stage3-cot.md)
     answer_at_limit: bool = False
+    # a repeated action (once min_actions are met) is asked again as the final answer instead
+    # of ending the trajectory as repeated_action
+    answer_on_repeat: bool = False
     # llm: the Observer model phrases the retrieved caption lines (schema: cite shown lines,
     # then words); quote: the Observer model picks which clauses of those lines to quote
     # (an enum), verbatim; extractive: no model call, the observation is the retrieved lines

@@ -72,6 +72,39 @@ async def test_repeated_retrieval_ends_the_trajectory(tmp_path):
     assert agents.calls["reasoner"] == 2 and agents.calls["converter"] == 0
 
 
+async def test_a_repeat_after_min_actions_is_asked_again_as_the_answer(tmp_path):
+    """`answer_on_repeat`: the Reasoner repeats its first retrieval at step 3; that step is
+    asked again with only final_answer allowed (the schema's one variant), and the chain ends
+    on that answer. Before min_actions are met a repeat still ends the trajectory."""
+    calls: list[list[dict]] = []
+
+    def repeat_then_answer(messages):
+        calls.append(messages)
+        if len(calls) == 2:
+            return evidence_reasoner(messages)  # a segment_query of a stamp it saw
+        if len(calls) == 4:
+            return evidence_reasoner(messages)  # the re-ask: answers from the evidence
+        return step("look", "segment_retrieval", "What colour is the circle")
+
+    agents = Agents(reasoner=repeat_then_answer)
+    run = make_run(tmp_path, TRUTH, 1)
+    with ScriptedTestServer(agents) as srv:
+        cfg = scripted_config(srv.base_url, min_actions=2, answer_on_repeat=True)
+        await synthesize_cot(run, cfg, models_for(cfg, run))
+        schemas = [schema_of(r) for r in srv.requests if is_reasoner(r)]
+    kept = list(run.file("cot.jsonl").read())
+    assert len(calls) == 4 and len(kept) == 1, list(run.file("rejected.jsonl").read())
+    assert "anyOf" not in json.dumps(schemas[3]) and "final_answer" in json.dumps(schemas[3])
+    assert [s["action"] for s in kept[0]["trajectory"][:2]][0].startswith("segment_retrieval")
+    assert kept[0]["n_actions"] == 2 and kept[0]["trajectory"][-1]["final_answer"] == "B"
+
+    calls.clear()
+    agents = Agents(reasoner=lambda m: step("again", "segment_retrieval", "red circle"))
+    counts, kept, rejected = await run_stage(tmp_path / "early", agents, min_actions=2,
+                                             answer_on_repeat=True)
+    assert rejected[0]["reason"] == "repeated_action"  # 1 action < min_actions 2
+
+
 async def test_repeated_query_is_excluded_by_the_schema_and_refused(tmp_path):
     """The grammar leaves a used timestamp out (and its other form, the same caption line); a
     server that ignores the schema and repeats anyway gets its reply refused, not run."""

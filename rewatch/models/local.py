@@ -44,7 +44,8 @@ def _lean_llama() -> type:
             n = int(llama_cpp.llama_state_get_data(self._ctx.ctx, buf, size))
             return LlamaState(input_ids=self.input_ids[: self.n_tokens].copy(),
                               scores=np.empty((0, 0), dtype=np.single), n_tokens=self.n_tokens,
-                              llama_state=ctypes.string_at(buf, n), llama_state_size=n, seed=self._seed)
+                              llama_state=ctypes.string_at(buf, n), llama_state_size=n,
+                              seed=self._seed)
 
         def load_state(self, state: LlamaState) -> None:
             data = (ctypes.c_uint8 * state.llama_state_size).from_buffer_copy(state.llama_state)

@@ -193,10 +193,11 @@ async def reasoner(model: ChatModel, mcq: MCQRecord, duration: float,
             {"thought": s.thought, "action": tool, "argument": arg}, ensure_ascii=False)})
         messages.append({"role": "user", "content": f"Observation: {s.observation}"})
     may_answer = sum(1 for s in steps if s.action) >= min_actions
-    if may_answer and steps:  # the question again beside the latest observation: a small
-        # model otherwise answers from whatever it saw last (docs/stage3-cot.md)
+    if may_answer and steps:  # every observation and the question again beside the latest
+        # one: a small model otherwise answers from whatever it saw last (docs/stage3-cot.md)
+        observed = "\n".join(f"- {s.observation}" for s in steps if s.observation)
         messages[-1]["content"] += "\n\n" + load_prompt("cot_decide.md").format(
-            question=mcq.question, options=options_text(mcq.options))
+            observed=observed, question=mcq.question, options=options_text(mcq.options))
     schema = reasoner_schema(tuple(open_targets(targets or {}, steps)),
                              tuple(dict.fromkeys(mcq.options[k] for k in sorted(mcq.options))),
                              may_answer,
@@ -333,6 +334,16 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                                       c.answer_at_limit and t == c.max_steps - 1)
             except SchemaError as e:
                 raise TrajectoryEnd("invalid_reasoner_reply", str(e)[:300]) from None
+            arg = " ".join(step.argument.split()).strip("'\"")
+            key = (step.action, arg.lower())
+            if (step.action != "final_answer" and key in seen and c.answer_on_repeat
+                    and traj.n_actions >= c.min_actions):
+                # nothing new to look at: the step is asked again, as the final answer
+                try:
+                    step = await reasoner(models[c.reasoner], mcq, duration, traj.steps,
+                                          c.min_actions, targets, must_answer=True)
+                except SchemaError as e:
+                    raise TrajectoryEnd("invalid_reasoner_reply", str(e)[:300]) from None
             thought = " ".join(step.thought.split())
             if step.action == "final_answer":
                 letter, _why = option_letter(step.argument, mcq.options)  # names its text
@@ -343,8 +354,6 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                 traj.steps.append(CoTStep(thought=thought, final_answer=letter))
                 traj.answer = letter
                 break
-            arg = " ".join(step.argument.split()).strip("'\"")
-            key = (step.action, arg.lower())
             if key in seen:
                 raise TrajectoryEnd("repeated_action",
                                     f"step {t + 1} repeats step {seen[key] + 1}: {step.action}")
