@@ -6,8 +6,11 @@
 - `answer_truth`: whether a short answer is consistent with the truth at its evidence time:
   colours, shapes, directions, positions, counts and appear/leave events named by the answer
   must hold for a shape visible then (constrained by the colour and shape the question names).
-  It is a rule-based check of the answer's facts, not of the question's whole meaning, and says
-  `unverifiable` when the answer names none of these facts.
+  What the question asks narrows it: a question about the background is answered by the
+  background's colour only (not a shape's), "where" by a position (where the shape is, at its
+  appearance when it asks where one appears; an event word is no position), "which way" by a
+  motion. It is a rule-based check of the answer's facts, not of the question's whole meaning,
+  and says `unverifiable` when the answer names none of these facts.
 - `heldout_specs`: generated videos that are not the demo's own (seeded layouts with circles,
   squares, rectangles and triangles), for measuring the captioner and the pipeline.
 """
@@ -145,6 +148,12 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
                                         "still", "stays"}}
     if not (colours or kinds or dirs or numbers or events):
         return "unverifiable"
+    q_words = set(re.findall(r"[a-z]+", question.lower()))
+    asks_background = "background" in q_words
+    asks_motion = bool(q_words & {"way", "direction", "move", "moves", "moving", "go", "goes"})
+    asks_where = not asks_motion and bool(q_words & {"where", "position", "located"})
+    if asks_where and not dirs:
+        return "false"  # "where ...?" answered with no position
     spec = truth.spec
     for a, b in spans:
         lo, hi = a - TOL, b + TOL
@@ -159,7 +168,8 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
             # a background colour must hold over the evidence span itself (no tolerance: the
             # neighbouring shot's background is a different answer)
             mid = (a + b) / 2
-            ok &= bool(pool) or any(c in _backgrounds(truth, mid, mid) for c in colours)
+            on_back = any(c in _backgrounds(truth, mid, mid) for c in colours)
+            ok &= on_back if asks_background else bool(pool) or on_back
             about = pool or about
         if kinds and ok:
             pool = [s for s in about if s.kind in kinds and (not q_colours or colours
@@ -168,7 +178,10 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
             about = pool or about
         if dirs and ok:
             t = (a + b) / 2
-            ok &= any(_moves(s, d) or _side(s, t, d, spec.width, spec.height)
+            appears = bool(q_words & {"appear", "appears"})  # where one appears: it enters
+            ok &= any((not asks_where and _moves(s, d))
+                      or (not asks_motion and _side(s, s.enter + 0.25 if appears else t, d,
+                                                    spec.width, spec.height))
                       for s in about for d in dirs)
         if numbers and ok and not (colours or kinds or dirs):
             # a count holds at the evidence moment itself (just after it, within half a second;

@@ -104,6 +104,19 @@ def test_answer_truth_checks_the_facts_at_the_evidence_time():
     assert answer_truth(truth, q, "right", [(1.0, 5.0)]) == "true"
     assert answer_truth(truth, q, "up", [(1.0, 5.0)]) == "false"
     assert answer_truth(truth, "What happens?", "nothing much", [(1.0, 5.0)]) == "unverifiable"
+    # what the question asks narrows the facts that answer it
+    q = "What colour is the background at 00:05?"
+    assert answer_truth(truth, q, "gray", [(5.0, 5.0)]) == "true"
+    assert answer_truth(truth, q, "yellow", [(5.0, 5.0)]) == "false"  # the square, on it
+    assert answer_truth(truth, "What colour is the square at 00:05?", "yellow",
+                        [(5.0, 5.0)]) == "true"
+    q = "Where does the white circle appear at 00:09?"  # enters at the bottom right, moves left
+    assert answer_truth(truth, q, "bottom right", [(9.0, 9.0)]) == "true"
+    assert answer_truth(truth, q, "left", [(9.0, 9.0)]) == "false"  # its motion, not its place
+    assert answer_truth(truth, q, "disappears", [(9.0, 9.0)]) == "false"  # no position
+    q = "Which way does the white circle move?"
+    assert answer_truth(truth, q, "left", [(9.0, 12.0)]) == "true"
+    assert answer_truth(truth, q, "bottom", [(9.0, 12.0)]) == "false"  # its place, not motion
 
 
 def test_a_window_inside_a_shot_does_not_start_the_video_again(tmp_path: Path) -> None:
