@@ -252,6 +252,16 @@ def test_generation_checks_name_the_defect():
     assert check("Which shape appears when the red circle leaves?", "triangle", seen) is None
     assert check("which shape appears when the red circle leaves", "a triangle", seen) == \
         "duplicate_question"
+    # a time that cannot be read or lies past the end (the 1.5B M_qa's own, from demo runs)
+    c = Candidate("id", "gen", 0, "v", "Which shape appears at 00:08 when the red circle "
+                  "leaves?", "triangle", "attribute", ["00:08"], [line])
+    assert generation_checks(c, set(), duration=12.0) is None
+    for q in ("Which object is in the centre at 00:06:06 when the red circle leaves?",
+              "Which shape appears at 00:31 when the red circle leaves?",
+              "Which shape appears when the red circle leaves is00:08-00:09?"):
+        c.question = q
+        problem = generation_checks(c, set(), duration=12.0) or ""
+        assert problem.startswith(("time_outside_video", "malformed_time")), (q, problem)
     assert AnchoredQuestion.model_json_schema()["properties"]["question"]["pattern"]
     with pytest.raises(ValidationError):
         AnchoredQuestion.model_validate({"answer": "x", "question": "circle_answer_circle"})

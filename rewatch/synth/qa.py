@@ -201,10 +201,28 @@ def repair_answer_in_question(question: str, answer: str, phrasing: set[str]) ->
     return out
 
 
-def generation_checks(c: Candidate, seen: set[str]) -> str | None:
+_TIME_IN_TEXT = re.compile(r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])")
+
+
+def time_problem(question: str, duration: float) -> str | None:
+    """A time the question names that cannot be read or lies past the video's end ("at
+    00:06:06" in a 12-second video, "is00:09" glued to a word), or None."""
+    if re.search(r"[A-Za-z]\d{1,2}:\d{2}", question):
+        return f"malformed_time: {question!r} glues a time to a word"
+    for m in _TIME_IN_TEXT.finditer(question):
+        h, mm, ss = (int(m[1]), int(m[2]), int(m[3])) if m[3] else (0, int(m[1]), int(m[2]))
+        if ss > 59 or mm > 59 and m[3] or h * 3600 + mm * 60 + ss > duration + 1:
+            return f"time_outside_video: {m[0]} (video runs {mmss(0)}-{mmss(duration)})"
+    return None
+
+
+def generation_checks(c: Candidate, seen: set[str], duration: float | None = None
+                      ) -> str | None:
     """Cheap checks before any filter: the reason a candidate is malformed, or None."""
     if not normalize_answer(c.answer):
         return "empty_answer"
+    if duration is not None and (bad := time_problem(c.question, duration)):
+        return bad
     if not c.evidence:
         return f"evidence_not_in_caption: cited {c.stamps} match no C_detail line"
     q, a = f" {normalize_answer(c.question)} ", normalize_answer(c.answer)
@@ -406,7 +424,7 @@ async def video_questions(caption: CaptionRecord, ctx: QAContext, emit: Emit) ->
                     gen["repaired_from"], c.question = c.question, fixed
                     counts["repaired"] += 1
             problem = ("schema_error" if "error" in q else
-                       q.get("problem") or generation_checks(c, seen))
+                       q.get("problem") or generation_checks(c, seen, caption.duration or None))
             if problem:
                 write_reject(reject(STAGE, c.id, c.video_id, "generation", problem,
                                     question=c.question, answer=c.answer, qtype=c.qtype,
