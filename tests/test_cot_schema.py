@@ -264,6 +264,7 @@ async def test_quoting_observer_picks_only_listed_clauses_verbatim(tmp_path):
         listed = re.findall(r"^(\[\d{2}:\d{2}-\d{2}:\d{2}\] .+)$", content, re.M)
         quotes = schema_of(req)["properties"]["quotes"]
         assert quotes["items"]["enum"] == listed and quotes["minItems"] == 1
+        assert len(listed) >= 2  # a one-clause result is its own quote: no call is made
         lines = {c.text for c in CAPTION.detail}
         for q in listed:
             clause = q.split("] ", 1)[1]

@@ -289,10 +289,14 @@ async def quote_observer(model: ChatModel, action: str, result: ToolResult) -> s
     is those clauses verbatim, `At <their timestamps>: clause; clause`. The model decides what
     is relevant, not how to say it, so it cannot add a word; `check_observation` still runs."""
     options = quote_options(result)
-    text = load_prompt("cot_observer_quote.md").format(action=action, quotes="\n".join(options))
-    reply = await model.chat([{"role": "user", "content": text}],
-                             schema=quote_schema(tuple(options)), max_tokens=REPLY_TOKENS)
-    picked = [q for q in options if q in set(reply.parsed.quotes)]  # the tool's order, once
+    if len(options) == 1:  # the schema's one possible reply: no call
+        picked = options
+    else:
+        text = load_prompt("cot_observer_quote.md").format(action=action,
+                                                           quotes="\n".join(options))
+        reply = await model.chat([{"role": "user", "content": text}],
+                                 schema=quote_schema(tuple(options)), max_tokens=REPLY_TOKENS)
+        picked = [q for q in options if q in set(reply.parsed.quotes)]  # tool's order, once
     stamps = [q[1:q.index("]")] for q in picked]
     text = "; ".join(q[q.index("]") + 2:] for q in picked)
     return check_observation(text, format_lines(result.lines), list(dict.fromkeys(stamps)),
