@@ -239,7 +239,7 @@ class EvalConfig(Section):
     judge: str | None = None
     # the official reasoning scores, official mode only: VCR-Bench's CoT score (recall and
     # precision prompts, F1; two more judge calls per question) and VideoMathQA's 0-10 step
-    # score (cot_step_evaluation.py; one more judge call per mcq question)
+    # score (cot_step_evaluation.py; one more judge call per mcq question, per multi-binary pair)
     cot_score: bool = False
     prepare_workers: int = Field(2, ge=1)  # threads decoding/encoding frames (frames mode)
     prepare_ahead: int = Field(4, ge=1)  # videos whose frames are held ready at once
