@@ -243,6 +243,9 @@ class EvalConfig(Section):
     cot_score: bool = False
     prepare_workers: int = Field(2, ge=1)  # threads decoding/encoding frames (frames mode)
     prepare_ahead: int = Field(4, ge=1)  # videos whose frames are held ready at once
+    # keep each video's prepared frames here (~1 MB per video at 192 frames) for later runs
+    # on the same videos (another prompt, mode or model); None: prepare them in every run
+    frame_cache_dir: str | None = None
     frame_timestamps: bool = True  # a "[MM:SS]" text part before each frame
     jpeg_quality: int = Field(90, ge=10, le=100)
     video_url_base: str | None = None  # video_url mode: URL of the videos dir (else file://)
