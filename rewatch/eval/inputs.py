@@ -4,6 +4,7 @@ its Stage 1 caption (text-proxy mode for text models)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -133,14 +134,30 @@ def frame_settings(cfg: Config) -> dict[str, Any]:
             "frame_timestamps": e.frame_timestamps}
 
 
-_FRAME_CACHE_VERSION = 1  # bump when prepare_frames' output changes for the same settings
+@functools.cache
+def _frames_code() -> str:
+    """What else decides the bytes of prepared frames: the decoding and resizing code and the
+    PyAV and Pillow versions (a Pillow upgrade may change a resize or a JPEG)."""
+    import inspect
+
+    import av
+    import PIL
+
+    import rewatch.video.io
+    import rewatch.video.sampling
+
+    h = hashlib.sha256(f"{av.__version__} {PIL.__version__}".encode())
+    for src in (inspect.getsource(rewatch.video.io), inspect.getsource(rewatch.video.sampling),
+                inspect.getsource(prepare_frames)):
+        h.update(src.encode())
+    return h.hexdigest()[:16]
 
 
 def frame_cache_file(path: str, cfg: Config, clip: tuple[float, float] | None,
                      root: str | Path) -> Path:
-    """Where a video's prepared frames are kept: named by the file's identity, the clip and
-    every frame setting, so another file, clip or setting is prepared afresh."""
-    blob = json.dumps({"video": file_identity(path), "clip": clip, "v": _FRAME_CACHE_VERSION,
+    """Where a video's prepared frames are kept: named by the file's identity, the clip, every
+    frame setting and the code that prepares them, so any change is prepared afresh."""
+    blob = json.dumps({"video": file_identity(path), "clip": clip, "code": _frames_code(),
                        "settings": frame_settings(cfg)}, sort_keys=True, default=str)
     return Path(root) / f"{hashlib.sha256(blob.encode()).hexdigest()[:32]}.frames"
 
