@@ -246,10 +246,13 @@ class EvalConfig(Section):
     judge: str | None = None
     # the official reasoning scores, official mode only: VCR-Bench's CoT score (recall and
     # precision prompts, F1; two more judge calls per question) and VideoMathQA's 0-10 step
-    # score (cot_step_evaluation.py; one more judge call per mcq question)
+    # score (cot_step_evaluation.py; one more judge call per mcq question, per multi-binary pair)
     cot_score: bool = False
     prepare_workers: int = Field(2, ge=1)  # threads decoding/encoding frames (frames mode)
     prepare_ahead: int = Field(4, ge=1)  # videos whose frames are held ready at once
+    # keep each video's prepared frames here (~1 MB per video at 192 frames) for later runs
+    # on the same videos (another prompt, mode or model); None: prepare them in every run
+    frame_cache_dir: str | None = None
     frame_timestamps: bool = True  # a "[MM:SS]" text part before each frame
     jpeg_quality: int = Field(90, ge=10, le=100)
     video_url_base: str | None = None  # video_url mode: URL of the videos dir (else file://)

@@ -11,9 +11,15 @@ from typing import Any
 import eval_fixtures as fx
 import pytest
 
-from rewatch.config import load_config
+from rewatch.config import Config, load_config
 from rewatch.eval.benchmarks import EvalItem, get_benchmark
-from rewatch.eval.inputs import FramePool, caption_text, text_proxy_messages
+from rewatch.eval.inputs import (
+    FramePool,
+    PreparedVideo,
+    caption_text,
+    prepare_frames,
+    text_proxy_messages,
+)
 from rewatch.eval.run import EvalRunner
 from rewatch.models.openai_compat import OpenAIChatModel
 from rewatch.models.scripted_server import ScriptedTestServer, last_user_text
@@ -181,6 +187,49 @@ async def test_frame_pool_prepares_the_first_video_alone_then_ahead(
         assert all(json.loads(v.parts_json) == v.parts for v in videos)
     finally:
         pool.close()
+
+
+async def test_frame_cache_gives_later_runs_the_same_bytes(env: tuple[Path, list[str]],
+                                                           tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    # eval.frame_cache_dir: a later run on the same videos reads each video's prepared frames
+    # back, byte for byte what preparing gives; another setting or file is prepared afresh
+    tmp, vids = env
+    path = str((tmp / "videos" / f"{vids[0]}.mp4").resolve())
+
+    def config(*extra: str) -> Config:
+        cfg = load_config(None, ["video.max_frames=8", f"eval.frame_cache_dir={tmp_path}",
+                                 *extra])
+        cfg.video.root = str((tmp / "videos").resolve())
+        return cfg
+
+    async def prepared(cfg: Config) -> PreparedVideo:
+        pool = FramePool(cfg)
+        try:
+            return await (await pool.acquire(path))
+        finally:
+            pool.close()
+
+    fresh = prepare_frames(path, config())
+    first = await prepared(config())
+    files = list(tmp_path.glob("*.frames"))
+    assert len(files) == 1 and first.parts_json == fresh.parts_json
+    again = await prepared(config())
+    assert again.parts_json == fresh.parts_json and again.parts == fresh.parts
+    assert (again.frames, again.duration, again.head) == (fresh.frames, fresh.duration,
+                                                          fresh.head)
+    assert again is not first and files[0].stat().st_mtime_ns == list(
+        tmp_path.glob("*.frames"))[0].stat().st_mtime_ns  # read, not written again
+    other = await prepared(config("eval.jpeg_quality=60"))  # another setting: another entry
+    assert len(list(tmp_path.glob("*.frames"))) == 2 and other.parts_json != fresh.parts_json
+    files[0].write_bytes(files[0].read_bytes()[:500])  # a torn entry is prepared again
+    with caplog.at_level("WARNING"):
+        torn = await prepared(config())
+    assert torn.parts_json == fresh.parts_json and "unreadable" in caplog.text
+    assert files[0].read_bytes().endswith(fresh.parts_json)  # and rewritten whole
+    plain = load_config(None, ["video.max_frames=8"])  # off by default: nothing is kept
+    assert plain.eval.frame_cache_dir is None
 
 
 # The README's react_prompt as far as it could be read here (stored copies of

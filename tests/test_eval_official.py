@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -329,10 +330,83 @@ def test_videomathqa_step_score_end_to_end(bench_dir: tuple[Path, list[str]],
     assert "cot_step_score" not in scores["strict"].metrics
     plain = score_modes(b, items, replies, reused, seed=0, think=True)["official"].metrics
     assert "cot_step_score" not in plain
-    mbin = get_benchmark("videomathqa-mbin")  # the step score is the mcq task's
-    assert not mbin.judge_requests(mbin.load(fx.videomathqa(tmp, vids, binary=True),
-                                             tmp / "videos"), {"vm0#0": "A"},
-                                   ScoreOptions(mode="official", cot_score=True))
+
+
+_STEP_OPTIONS = re.compile(r"\n\nOPTIONS: (.*)\n\nGROUND TRUTH STEPS:\n")
+_STEP_ANSWER = re.compile(r"\n\nCORRECT FINAL ANSWER:\n(.*)\n\nPREDICTION:\n(.*)\n\nNow evaluate",
+                          re.S)
+
+
+def test_videomathqa_mbin_step_score(bench_dir: tuple[Path, list[str]], tmp_path: Path) -> None:
+    """cot_step_evaluation.py @ d8fcb9c3 run on the multi_binary parquet: every pair row is a
+    sample (compute_score, lines 113-120), `matched` holds all the results of the row's
+    question_id (line 115) and prepare_input(sample, matched[0]) (lines 91-99, 119) takes the
+    question, options, steps and answer from the pair row but the prediction from the
+    question's first pair; the mean runs over pair rows in full batches of 8 (line 193)."""
+    tmp, vids = bench_dir
+    b = get_benchmark("videomathqa-mbin")
+    items = b.load(fx.videomathqa(tmp, vids, binary=True, n=4), tmp / "videos")
+    assert len(items) == 16  # 4 questions x 4 pairs
+    # vm1's first pair failed (no reply): its first *result* is vm1#1's; vm2 has none at all
+    replies = {it.id: f"Pair {it.id}: the reasoning ends in (A)." for it in items
+               if it.id != "vm1#0" and it.group != "vm2"}
+    graded: list[tuple[str, str, str]] = []  # (options, answer letter, prediction) per call
+
+    def judge_reply(body: dict[str, Any]) -> str:
+        text = last_user_text(body)
+        if not text.startswith("\nINSTRUCTIONS: "):
+            return "A"  # the CoT answer extraction (cot_postprocess.py)
+        options = _STEP_OPTIONS.search(text)
+        answer = _STEP_ANSWER.search(text)
+        assert options and answer
+        graded.append((options.group(1), answer.group(1), answer.group(2)))
+        # the grade names the pair whose options were sent: 10 * distractor number + question
+        pair = next(it for it in items if official_options_text(it.extra["options_raw"])
+                    == options.group(1) and it.question in text)
+        return f'SCORE_CARD: {{"score": {int(pair.id[-1]) + int(pair.group[2:])}}}'
+
+    store = Judgments(tmp_path)
+    with ScriptedTestServer(judge_reply) as srv:
+        async def go(judgments: dict[str, str], current: dict[str, str]) -> int:
+            judge = OpenAIChatModel("scripted", srv.base_url)
+            try:
+                return await run_judges(b, items, current, judgments, seed=0, think=True,
+                                        judge=judge, store=store, cot_score=True)
+            finally:
+                await judge.aclose()
+
+        judgments: dict[str, str] = {}
+        assert asyncio.run(go(judgments, replies)) == 11 + 12  # 11 extractions, 12 pair rows
+        assert asyncio.run(go(store.valid(replies), replies)) == 0  # all reused
+        # a changed reply of vm1#1 invalidates the four grades made with it (vm1#0's too)
+        changed = {**replies, "vm1#1": "A new reply: (B)."}
+        assert asyncio.run(go(store.valid(changed), changed)) == 1 + 4
+    rows = {it.id: it for it in items}
+    assert len(graded) == 16
+    first_round = graded[:12]
+    expected = sorted(
+        (official_options_text(rows[pid].extra["options_raw"]), rows[pid].answer,
+         replies[first]) for pid, first in
+        [(f"vm0#{k}", "vm0#0") for k in range(4)] + [(f"vm1#{k}", "vm1#1") for k in range(4)]
+        + [(f"vm3#{k}", "vm3#0") for k in range(4)])
+    assert sorted(first_round) == expected  # each pair's own options and answer, first reply
+    assert ("['(A) 12' '(B) 11']", "B", "A new reply: (B).") in graded[12:]
+    scores = score_modes(b, items, changed, store.valid(changed), seed=0, think=True,
+                         cot_score=True)
+    m = scores["official"].metrics
+    # rows in file order: vm0#0-3, vm1#0-3 fill the one full batch; vm3's four are left out
+    assert m["cot_step_score"] == pytest.approx(((0 + 1 + 2 + 3) + (1 + 2 + 3 + 4)) / 8)
+    assert m["cot_step_score_all"] == pytest.approx(((0 + 1 + 2 + 3) + (1 + 2 + 3 + 4)
+                                                     + (3 + 4 + 5 + 6)) / 12)
+    assert (m["cot_step_in_mean"], m["cot_step_judged"], m["cot_step_unjudged"]) == (8, 12, 0)
+    assert "cot_step_score" not in scores["strict"].metrics
+    assert m["pairs"] == 16  # the multi-binary accuracy is unchanged beside it
+    # an mcq file expanded into pairs here: each pair's prompt states its own answer letter
+    expanded = b.load(fx.videomathqa(tmp, vids, n=2), tmp / "videos")
+    reqs = b.judge_requests(expanded, {it.id: "r" for it in expanded},
+                            ScoreOptions(mode="official", cot_score=True))
+    stated = [m.group(1) for r in reqs if (m := _STEP_ANSWER.search(r.prompt))]
+    assert stated == [it.answer for it in expanded] == ["A", "B", "A", "B"] * 2
 
 
 def test_multi_binary_official(bench_dir: tuple[Path, list[str]]) -> None:

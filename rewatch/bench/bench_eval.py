@@ -26,7 +26,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rewatch.config import load_config
 from rewatch.eval.benchmarks import get_benchmark
@@ -150,6 +150,11 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--old-path", action="store_true",
                    help="Also time the request path as it was before issue 14's fix.")
+    p.add_argument("--frame-cache", type=int, default=0, metavar="ROUNDS",
+                   help="Then a run that fills eval.frame_cache_dir (direct mode, as the first "
+                        "run) and ROUNDS pairs of think-mode runs (another prompt on the same "
+                        "videos) without and with that cache, with the load average around "
+                        "each.")
     p.add_argument("--json", type=Path, help="Also write the figures here.")
     a = p.parse_args()
     if a.quick:
@@ -188,6 +193,24 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         first = asyncio.run(one_run(bench, cfg, out, base, items, videos))
         rerun = asyncio.run(one_run(bench, cfg, out, base, items, videos))
+        side: list[dict[str, Any]] = []
+        if a.frame_cache:
+            cache_dir = work / "frame_cache"
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            Mode = Literal["direct", "think"]
+            runs: list[tuple[Mode, bool, str]] = [("direct", True, "fills the frame cache")]
+            for _ in range(a.frame_cache):  # another prompt on the same videos, without/with
+                runs += [("think", False, "frames prepared"), ("think", True, "frame cache")]
+            for mode, cached, what in runs:
+                c = cfg.model_copy(deep=True)
+                c.eval.mode = mode
+                c.eval.frame_cache_dir = str(cache_dir) if cached else None
+                shutil.rmtree(out, ignore_errors=True)
+                load0 = os.getloadavg()[0]
+                res = asyncio.run(one_run(bench, c, out, base, items, videos))
+                side.append({"mode": mode, "frames": what, "qps": a.questions / res.wall_s,
+                             "prepare_s": res.prepare_s, "failed": res.failed,
+                             "load_start": load0, "load_end": os.getloadavg()[0]})
     finally:
         proc.terminate()
         proc.wait()
@@ -207,6 +230,7 @@ def main() -> None:
         "first_run_s": first.wall_s, "answered": first.answered, "failed": first.failed,
         "videos_prepared": first.videos_prepared, "rerun_s": rerun.wall_s,
         "rerun_calls": rerun.calls, "rerun_fraction": rerun.wall_s / first.wall_s,
+        "frame_cache_runs": side,
     }
     print(f"server bound: {server_rate:.1f} q/s ({a.concurrency} / {a.latency} s)")
     print(f"CPU bound:    {cpu_rate:.1f} q/s (all {a.videos} videos x {a.frames} frames prepared "
@@ -225,6 +249,11 @@ def main() -> None:
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"rerun of the finished run: {rerun.wall_s:.2f} s = {rerun.wall_s / first.wall_s:.1%} "
           f"of the first ({rerun.calls} calls)")
+    for x in side:
+        print(f"{x['mode']:6s} run, {x['frames']:21s}: {x['qps']:.1f} q/s = "
+              f"{x['qps'] / bound:.1%} of the lower bound, {x['qps'] / server_rate:.1%} of the "
+              f"server bound (preparing {x['prepare_s']:.1f} s in all; load "
+              f"{x['load_start']:.2f} -> {x['load_end']:.2f}; {x['failed']} failed)")
     if a.json:
         a.json.write_text(json.dumps(figures, indent=2))
 

@@ -4,7 +4,11 @@ its Stage 1 caption (text-proxy mode for text models)."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import json
+import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,7 @@ from rewatch.schema import CaptionRecord, mmss
 from rewatch.text import load_prompt as read_prompt
 
 Message = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 def load_prompt(name: str, *, strip: bool = True) -> str:
@@ -110,6 +115,87 @@ def prepare_frames(path: str, cfg: Config, clip: tuple[float, float] | None = No
     return PreparedVideo(path, duration, parts, len(frames), time.perf_counter() - t0)
 
 
+def file_identity(path: str | Path) -> dict[str, Any]:
+    """What identifies a file cheaply: resolved path, size and modification time (ns)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return {"path": str(p)}
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def frame_settings(cfg: Config) -> dict[str, Any]:
+    """Every setting the prepared frames depend on (sampling, pixel limits, JPEG, labels)."""
+    v, e = cfg.video, cfg.eval
+    return {"fps": v.fps, "max_frames": v.max_frames, "min_frames": v.min_frames,
+            "min_pixels": v.min_pixels, "max_pixels": v.max_pixels,
+            "total_pixels": v.total_pixels, "jpeg_quality": e.jpeg_quality,
+            "frame_timestamps": e.frame_timestamps}
+
+
+@functools.cache
+def _frames_code() -> str:
+    """What else decides the bytes of prepared frames: the decoding and resizing code and the
+    PyAV and Pillow versions (a Pillow upgrade may change a resize or a JPEG)."""
+    import inspect
+
+    import av
+    import PIL
+
+    import rewatch.video.io
+    import rewatch.video.sampling
+
+    h = hashlib.sha256(f"{av.__version__} {PIL.__version__}".encode())
+    for src in (inspect.getsource(rewatch.video.io), inspect.getsource(rewatch.video.sampling),
+                inspect.getsource(prepare_frames)):
+        h.update(src.encode())
+    return h.hexdigest()[:16]
+
+
+def frame_cache_file(path: str, cfg: Config, clip: tuple[float, float] | None,
+                     root: str | Path) -> Path:
+    """Where a video's prepared frames are kept: named by the file's identity, the clip, every
+    frame setting and the code that prepares them, so any change is prepared afresh."""
+    blob = json.dumps({"video": file_identity(path), "clip": clip, "code": _frames_code(),
+                       "settings": frame_settings(cfg)}, sort_keys=True, default=str)
+    return Path(root) / f"{hashlib.sha256(blob.encode()).hexdigest()[:32]}.frames"
+
+
+def cached_frames(path: str, cfg: Config, clip: tuple[float, float] | None = None
+                  ) -> PreparedVideo:
+    """prepare_frames, through `eval.frame_cache_dir` when set: a video prepared by an earlier
+    run (another prompt, mode or model) is read back byte for byte instead of prepared."""
+    import time
+
+    root = cfg.eval.frame_cache_dir
+    if not root:
+        return prepare_frames(path, cfg, clip)
+    f = frame_cache_file(path, cfg, clip, root)
+    t0 = time.perf_counter()
+    try:
+        data = f.read_bytes()
+        head, _, body = data.partition(b"\n")
+        meta = json.loads(head)
+        parts = json.loads(body)
+        if not isinstance(parts, list) or len(parts) != meta["parts"]:
+            raise ValueError("part count differs from its header")
+        return PreparedVideo(path, float(meta["duration"]), parts, int(meta["frames"]),
+                             time.perf_counter() - t0, body)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a torn or foreign file
+        log.warning("frame cache %s unreadable (%s); preparing %s again", f, e, path)
+    video = prepare_frames(path, cfg, clip)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp")
+    head = json.dumps({"path": path, "duration": video.duration, "frames": video.frames,
+                       "parts": len(video.parts)}).encode()
+    tmp.write_bytes(head + b"\n" + video.parts_json)
+    os.replace(tmp, f)  # whole or absent: a killed run leaves no torn entry
+    return video
+
+
 class FramePool:
     """Prepares each video's frames once, in worker threads, ahead of the requests that need
     them; at most `ahead` videos are held at a time (callers `release` a video when done)."""
@@ -135,7 +221,7 @@ class FramePool:
             await asyncio.wait([self._first])
         key = (path, clip)
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, prepare_frames, path, self.cfg, clip)
+        fut = loop.run_in_executor(self._executor, cached_frames, path, self.cfg, clip)
         if self._first is None:
             self._first = fut
         self._futures[key] = fut

@@ -31,6 +31,8 @@ from rewatch.eval.inputs import (
     build_prompt,
     caption_for,
     clip_of,
+    file_identity,
+    frame_settings,
     frames_messages,
     load_prompt,
     prompt_name,
@@ -87,16 +89,6 @@ def run_key(bench: Benchmark, model: ChatModel, cfg: Config) -> dict[str, Any]:
             "prompt_style": e.prompt_style, "prompt_file": e.prompt_file,
             "counting_protocol": e.counting_protocol,
             "max_frames": cfg.video.max_frames, "fps": cfg.video.fps}
-
-
-def file_identity(path: str | Path) -> dict[str, Any]:
-    """What identifies a file cheaply: resolved path, size and modification time (ns)."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError:
-        return {"path": str(p)}
-    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def model_identity(model: ChatModel) -> dict[str, Any]:
@@ -217,7 +209,7 @@ class EvalRunner:
         is named by its file identity plus every sampling setting, not by its encoded frames
         (hashing ~1 MB per request cost as much as sending it); text-proxy messages are small
         and are hashed whole."""
-        e, v = self.cfg.eval, self.cfg.video
+        e = self.cfg.eval
         payload: dict[str, Any] = {
             "model": self._model_id, "inputs": e.inputs, "prompt": prompt,
             "temperature": temperature, "max_tokens": e.max_tokens,
@@ -226,10 +218,7 @@ class EvalRunner:
             payload["messages"] = messages
         else:
             payload.update(video=file_identity(item.video), clip=clip_of(item), sampling={
-                "fps": v.fps, "max_frames": v.max_frames, "min_frames": v.min_frames,
-                "min_pixels": v.min_pixels, "max_pixels": v.max_pixels,
-                "total_pixels": v.total_pixels, "jpeg_quality": e.jpeg_quality,
-                "frame_timestamps": e.frame_timestamps, "video_url_hints": e.video_url_hints,
+                **frame_settings(self.cfg), "video_url_hints": e.video_url_hints,
                 "video_url_base": e.video_url_base})
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
         return "eval:" + hashlib.sha256(blob.encode()).hexdigest()

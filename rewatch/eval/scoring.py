@@ -55,7 +55,7 @@ class Judgments:
         """key -> output for the judgments whose reply is still the current one."""
         out: dict[str, str] = {}
         for rec in self.file.read():
-            rid, key = str(rec.get("id")), rec.get("key")
+            rid, key = str(rec.get("reply_id") or rec.get("id")), rec.get("key")
             if (isinstance(key, str) and isinstance(rec.get("output"), str) and rid in replies
                     and rec.get("reply_sha") == reply_hash(replies[rid])):
                 out[key] = rec["output"]
@@ -63,9 +63,12 @@ class Judgments:
 
     def append(self, req: JudgeRequest, output: str, judge: str) -> None:
         """Record one judge output."""
-        self.file.append({"id": req.item_id, "key": req.key, "step": req.step, "judge": judge,
-                          "reply_sha": reply_hash(req.reply), "output": output,
-                          "prompt_sha": hashlib.sha256(req.prompt.encode()).hexdigest()[:16]})
+        rec = {"id": req.item_id, "key": req.key, "step": req.step, "judge": judge,
+               "reply_sha": reply_hash(req.reply), "output": output,
+               "prompt_sha": hashlib.sha256(req.prompt.encode()).hexdigest()[:16]}
+        if req.reply_id is not None and req.reply_id != req.item_id:
+            rec["reply_id"] = req.reply_id
+        self.file.append(rec)
 
 
 async def run_judges(bench: Benchmark, items: list[EvalItem], replies: dict[str, str],

@@ -370,10 +370,16 @@ class JudgeRequest:
     reply: str  # the model reply being judged (its hash invalidates a stale judgment)
     temperature: float = 0.0
     max_tokens: int = 2048
+    # the item whose reply is judged, when it is another item's (VideoMathQA multi-binary
+    # grades every pair with its question's first reply); None: item_id's own
+    reply_id: str | None = None
 
     @property
     def key(self) -> str:
-        """`step:item_id`, the key of its output in ScoreOptions.judgments."""
+        """`step:item_id` (`step:item_id@reply_id` when another item's reply is judged), the
+        key of its output in ScoreOptions.judgments."""
+        if self.reply_id is not None and self.reply_id != self.item_id:
+            return f"{self.step}:{self.item_id}@{self.reply_id}"
         return f"{self.step}:{self.item_id}"
 
 

@@ -17,8 +17,9 @@ In think mode the official CoT tasks add `cot_postprocess.py` (commit d8fcb9c3, 
 an LLM (Qwen3-4B there, `eval.judge` here; temperature 0.7, 16 tokens) is given the options and
 the reply with the official prompt, and when its output is not exactly one valid letter a random
 *wrong* letter is substituted; the letter then goes through the rule above.
-With `eval.cot_score` the mcq task also gets the official 0-10 step score of each reply
-(`cot_step_evaluation.py`, see `videomathqa_steps`).
+With `eval.cot_score` both tasks also get the official 0-10 step score (`cot_step_evaluation.py`,
+see `videomathqa_steps`): of each reply for mcq, of each pair row, graded with its question's
+first reply, for multi-binary.
 """
 
 from __future__ import annotations
@@ -47,11 +48,7 @@ from rewatch.eval.benchmarks.base import (
     register,
     summarize,
 )
-from rewatch.eval.benchmarks.videomathqa_steps import (
-    STEP,
-    official_step_metrics,
-    step_request,
-)
+from rewatch.eval.benchmarks.videomathqa_steps import official_step_metrics, step_requests
 
 # utils.py lines 202-209, verbatim including the two fused entries (missing commas upstream)
 _OFFICIAL_PREFIXES = ("The best answer is", "The correct answer is", "The answer is",
@@ -165,12 +162,12 @@ class _VideoMathQABase(Benchmark):
     def judge_requests(self, items: list[EvalItem], replies: dict[str, str],
                        opts: ScoreOptions) -> list[JudgeRequest]:
         """Official: in think mode cot_postprocess.py's extraction step for every reply; with
-        `cot_score` (mcq) the step grading of cot_step_evaluation.py."""
+        `cot_score` the step grading of cot_step_evaluation.py."""
         from rewatch.eval.inputs import load_prompt
 
         if opts.mode != "official":
             return []
-        out = self.step_requests(items, replies, opts)
+        out = step_requests(items, replies, opts.judgments) if opts.cot_score else []
         if not opts.think:
             return out
         for it in items:
@@ -186,11 +183,6 @@ class _VideoMathQABase(Benchmark):
                                     max_tokens=16))
         return out
 
-    def step_requests(self, items: list[EvalItem], replies: dict[str, str],
-                      opts: ScoreOptions) -> list[JudgeRequest]:
-        """The CoT step score's judge calls (none by default: only the mcq task has it)."""
-        return []
-
 
 @register
 class VideoMathQA(_VideoMathQABase):
@@ -200,15 +192,6 @@ class VideoMathQA(_VideoMathQABase):
     def load(self, data: str | Path, videos: str | Path) -> list[EvalItem]:
         """The mcq config's rows as five-option items."""
         return [item for _row, item in self._rows(data, videos)]
-
-    def step_requests(self, items: list[EvalItem], replies: dict[str, str],
-                      opts: ScoreOptions) -> list[JudgeRequest]:
-        """With `cot_score`: cot_step_evaluation.py's grading call for every reply not yet
-        graded."""
-        if not opts.cot_score:
-            return []
-        return [step_request(it, replies[it.id]) for it in items
-                if it.id in replies and opts.judged(STEP, it.id) is None]
 
     def score(self, items: list[EvalItem], replies: dict[str, str],
               opts: ScoreOptions | None = None) -> BenchScore:
@@ -231,8 +214,8 @@ def binary_pairs(item: EvalItem) -> list[EvalItem]:
             "id": f"{item.id}#{n}", "group": item.id,
             "options": {"A": item.options[a], "B": item.options[b]},
             "answer": "A" if correct_first else "B",
-            "extra": {**item.extra, "options_raw": [f"(A) {item.options[a]}",
-                                                    f"(B) {item.options[b]}"]},
+            "extra": {**item.extra, "answer_raw": "A" if correct_first else "B",
+                      "options_raw": [f"(A) {item.options[a]}", f"(B) {item.options[b]}"]},
         }))
     return pairs
 
@@ -290,4 +273,6 @@ class VideoMathQAMultiBinary(_VideoMathQABase):
         score.guessed = sum(o.guessed for o in pairs)
         score.metrics["pairs"] = float(len(items))
         score.metrics["pair_accuracy"] = 100.0 * sum(o.correct for o in pairs) / max(1, len(items))
+        if opts.mode == "official" and opts.cot_score:  # per pair row, as upstream grades them
+            score.metrics.update(official_step_metrics(items, replies, opts.judgments))
         return score

@@ -22,6 +22,13 @@ d8fcb9c3 (the last commit touching it; line numbers are that file's):
   are skipped), in batches of 8 (line 193); only full batches are ever scored, so the last
   `n % 8` questions never enter the mean, and with fewer than 8 there is no mean (a division
   by zero there).
+- Multi-binary (the same script given the `multi_binary` parquet and results): a row is one
+  binary pair, and `matched` (line 115) is every result whose doc has the row's
+  `question_id`, i.e. all the pairs of its question, in the results file's (doc) order;
+  `prepare_input(sample, matched[0])` (lines 119, 91-99) takes the question, steps, options
+  and answer from the pair row itself and the prediction from `matched[0]`. So every pair row
+  is graded, each with its own two options and answer letter but all with the reply to the
+  question's first answered pair, and the mean runs over pair rows (batches of 8 pairs).
 """
 
 from __future__ import annotations
@@ -60,10 +67,35 @@ def official_step_prompt(item: EvalItem, reply: str) -> str:
         gt_answer=str(item.extra.get("answer_raw", item.answer)), prediction=reply)
 
 
-def step_request(item: EvalItem, reply: str) -> JudgeRequest:
-    """The judge call that grades one reply's steps, with upstream's sampling settings."""
+def step_request(item: EvalItem, reply: str, reply_id: str | None = None) -> JudgeRequest:
+    """The judge call that grades one reply's steps for one row, with upstream's sampling
+    settings; `reply_id` names the item the reply belongs to when it is not `item`."""
     return JudgeRequest(STEP, item.id, official_step_prompt(item, reply), reply,
-                        temperature=TEMPERATURE, max_tokens=MAX_TOKENS)
+                        temperature=TEMPERATURE, max_tokens=MAX_TOKENS, reply_id=reply_id)
+
+
+def step_rows(items: list[EvalItem], replies: Mapping[str, str]) -> list[tuple[EvalItem, str]]:
+    """The rows upstream grades, in file order, each with the id of the reply it is graded
+    with: the first reply among the rows of its `question_id` (`matched[0]`, lines 115-119).
+    An mcq row is its own question; a multi-binary pair row gets its question's first
+    answered pair. A question without any reply is skipped (lines 116-118)."""
+    first: dict[str, str] = {}
+    for it in items:
+        if it.id in replies:
+            first.setdefault(it.group or it.id, it.id)
+    return [(it, first[it.group or it.id]) for it in items if (it.group or it.id) in first]
+
+
+def step_key(item: EvalItem, reply_id: str) -> str:
+    """The judgments key of one row's grade (as JudgeRequest.key names it)."""
+    return JudgeRequest(STEP, item.id, "", "", reply_id=reply_id).key
+
+
+def step_requests(items: list[EvalItem], replies: Mapping[str, str],
+                  judgments: Mapping[str, str]) -> list[JudgeRequest]:
+    """The grading calls of every row not yet graded with the reply upstream gives it."""
+    return [step_request(it, replies[rid], rid) for it, rid in step_rows(items, replies)
+            if step_key(it, rid) not in judgments]
 
 
 def _parse_reply(text: str) -> Any:
@@ -94,20 +126,21 @@ def official_step_score(output: str) -> tuple[int, bool]:
         return 0, False
 
 
-def official_step_metrics(items: list[EvalItem], replies: dict[str, str],
+def official_step_metrics(items: list[EvalItem], replies: Mapping[str, str],
                           judgments: Mapping[str, str]) -> dict[str, float]:
-    """`cot_step_score`: upstream's mean over the full batches of 8 (absent when there is
-    none); `cot_step_score_all`: the mean over every judged reply; and the counts."""
-    replied = [it for it in items if it.id in replies]  # upstream skips rows without a result
+    """`cot_step_score`: upstream's mean over the full batches of 8 rows (absent when there
+    is none); `cot_step_score_all`: the mean over every graded row; and the counts (rows:
+    questions for mcq, binary pairs for multi-binary)."""
+    replied = step_rows(items, replies)
     scores: dict[str, int] = {}
     unparsed = 0
-    for it in replied:
-        out = judgments.get(f"{STEP}:{it.id}")
+    for it, rid in replied:
+        out = judgments.get(step_key(it, rid))
         if out is not None:
             score, parsed = official_step_score(out)
             scores[it.id] = score
             unparsed += not parsed
-    batched = [it.id for it in replied[: len(replied) - len(replied) % BATCH]]
+    batched = [it.id for it, _ in replied[: len(replied) - len(replied) % BATCH]]
     in_mean = [scores[i] for i in batched if i in scores]
     metrics = {"cot_step_judged": float(len(scores)), "cot_step_unparsed": float(unparsed),
                "cot_step_unjudged": float(len(replied) - len(scores)),
