@@ -171,7 +171,7 @@ def test_a_ray_worker_killed_mid_item_is_retried_nothing_lost_or_doubled(
     finally:
         killer.arm(None, 0)
     # (an idle worker of an earlier stage still connected would be killed too: harmless)
-    assert any("MapWorker" in k for k in killed), killed
+    assert any("StageWorker" in k for k in killed), killed
     assert result.counts["qa"]["errors"] == 0
     assert records(out) == reference
 
