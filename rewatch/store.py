@@ -164,3 +164,27 @@ class RunDir:
             files[name].append(record)
 
         return emit
+
+    def shard(self, name: str, worker: str) -> JsonlFile:
+        """Worker `worker`'s own part of the file `name` (`qa.jsonl` -> `qa.shard-W.jsonl`),
+        which `merge_shards` folds into `name`."""
+        return self.file(f"{name.removesuffix('.jsonl')}.shard-{worker.replace('.', '-')}.jsonl")
+
+    def merge_shards(self) -> dict[str, int]:
+        """Fold every per-worker shard into its file by id (the first of equal ids is kept, so
+        a retried item's second copy is dropped; a torn line is skipped), then delete the
+        shard. Returns the records added per file."""
+        added: dict[str, int] = {}
+        for path in sorted(self.root.glob("*.shard-*.jsonl")):
+            name = path.name.split(".shard-", 1)[0] + ".jsonl"
+            target = self.errors if name == "errors.jsonl" else self.file(name)
+            n = 0
+            for record in JsonlFile(path).read():
+                if record.get("id") is None or record["id"] not in target:
+                    target.append(record)
+                    n += 1
+            added[name] = added.get(name, 0) + n
+            path.unlink()
+        if added:
+            log.info("merged the workers' shards: %s", added)
+        return added

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -153,6 +154,24 @@ def test_ray_backend_writes_the_local_backends_records(videos, server, local_ray
     assert again.counts["caption"]["skipped"] == len(videos)
     assert again.counts["qa"]["videos_skipped"] == len(reference["captions.jsonl"])
     assert again.counts["cot"]["skipped"] == again.counts["cot"]["total"] > 0
+    assert records(out) == reference
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ray_shards_per_worker_files_merge_into_the_local_backends_records(
+        videos, server, local_ray, reference, tmp_path, caplog):
+    """`ray.shards`: each worker appends its records to its own qa.shard-<worker>.jsonl (and so
+    on), merged by id after each stage: the same files as the driver-written run, no shard
+    left over."""
+    caplog.set_level(logging.INFO, logger="rewatch.store")
+    out = tmp_path / "ray-shards"
+    cfg = config(server[0].base_url, "backend=ray", "ray.actors=2", "ray.shards=true")
+    asyncio.run(synthesize(videos, cfg, out))
+    merged = [r.getMessage() for r in caplog.records if "merged the workers' shards" in
+              r.getMessage()]
+    assert len(merged) == 3 and "'cot.jsonl'" in merged[-1], merged  # one merge per stage
+    assert not list(out.glob("*.shard-*"))
     assert records(out) == reference
 
 

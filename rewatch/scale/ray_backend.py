@@ -127,13 +127,15 @@ class StageWorker:
     built once, and each stage's per-item function; the records an item produced go back to
     the driver as JSON."""
 
-    def __init__(self, cfg_json: str, cache_path: str | None):
+    def __init__(self, cfg_json: str, cache_path: str | None, run_root: str):
         from rewatch.models.cache import ResponseCache
         from rewatch.models.registry import build_models
 
         logging.basicConfig(level=logging.WARNING)
         self.cfg = Config.model_validate_json(cfg_json)
         self.cache_path = cache_path
+        self.run_root = run_root
+        self._shards: dict[str, Any] = {}  # with ray.shards: file name -> this worker's shard
         self.models = build_models(self.cfg, ResponseCache(cache_path) if cache_path else None)
         # model calls in flight in this actor (Stage 2's filters and MCQ steps share it)
         self.sem = asyncio.Semaphore(max(1, self.cfg.synth.concurrency))
@@ -173,7 +175,24 @@ class StageWorker:
 
     async def one(self, stage: str, item: dict[str, Any], box: list[Any]
                   ) -> tuple[Records, dict[str, Any]]:
-        """Run `stage`'s per-item function on `item`: the records it emitted, its counts."""
+        """Run `stage`'s per-item function on `item`: the records it emitted (none with
+        `ray.shards`: this worker appended them to its shards), its counts."""
+        rows, counts = await self.compute(stage, item, box)
+        if self.cfg.ray.shards:
+            # written only once the item is done, as the driver would: a worker killed
+            # mid-item leaves nothing; one killed after writing is retried and its second
+            # copy dropped by the merge (same ids)
+            for name, record in rows:
+                if name not in self._shards:
+                    worker = f"{socket.gethostname()}-{os.getpid()}"
+                    self._shards[name] = RunDir(self.run_root).shard(name, worker)
+                self._shards[name].append(record)
+            rows = []
+        return rows, counts
+
+    async def compute(self, stage: str, item: dict[str, Any], box: list[Any]
+                      ) -> tuple[Records, dict[str, Any]]:
+        """`stage`'s per-item function on `item`: the records it emitted, its counts."""
         out: Records = []
 
         def emit(name: str, record: BaseModel | dict[str, Any]) -> None:
@@ -242,8 +261,8 @@ class WorkerPool:
                 num_cpus=r.model_cpus, max_restarts=-1, max_task_retries=r.max_retries,
                 max_concurrency=max(64, r.concurrency * 4), scheduling_strategy="SPREAD")
             cache = str(self.run_dir.cache_path) if self.cfg.cache else None
-            self.actors = [actor.remote(self.cfg.model_dump_json(), cache)
-                           for _ in range(self.size)]
+            self.actors = [actor.remote(self.cfg.model_dump_json(), cache,
+                                        str(self.run_dir.root)) for _ in range(self.size)]
         return self.actors
 
     def close(self) -> None:
@@ -321,6 +340,7 @@ class WorkerPool:
                 progress.advance(task)
             if on_result is not None:
                 on_result(key)
+        run.merge_shards()  # with ray.shards: the workers' records, before the next stage
         return totals
 
 
@@ -343,6 +363,7 @@ def synthesize(videos: list[Path], cfg: Config, out: str | Path,
     from rewatch.synth.qa import _Done, generation_id, qa_summary
 
     run = RunDir(out, cfg)
+    run.merge_shards()  # shards a killed run of ray.shards left behind
     started = connect(cfg)
     result = SynthResult(run.root)
     try:
