@@ -326,6 +326,10 @@ class WorkerPool:
                 run.record_error(stage, key, e.cause if isinstance(e.cause, Exception) else e)
                 totals["errors" if stage != "caption" else "failed"] += 1
                 continue
+            except ray.exceptions.RayError as e:  # Ray's own (out of memory, object lost)
+                run.record_error(stage, key, e)
+                totals["errors" if stage != "caption" else "failed"] += 1
+                continue
             if key in seen:  # never twice: a key's records are written once
                 continue
             seen.add(key)
