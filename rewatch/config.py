@@ -382,6 +382,10 @@ class RayConfig(Section):
     caption_cpus: float = Field(1.0, gt=0)  # CPUs per Stage 1 worker (decoding, captioning)
     model_cpus: float = Field(0.25, ge=0)  # CPUs per model-calling actor (they mostly wait)
     max_retries: int = Field(3, ge=0)  # a crashed worker's item is retried this often
+    # each worker appends its items' records to its own <file>.shard-<worker>.jsonl in the run
+    # directory (a shared file system past one node), merged by id after each stage; False: the
+    # driver writes every record
+    shards: bool = False
 
 
 class Config(Section):

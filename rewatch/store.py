@@ -85,8 +85,14 @@ class JsonlFile:
         return item_id in self.ids()
 
     def append(self, record: BaseModel | dict[str, Any]) -> None:
-        data = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
-        line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+        self.append_many([record])
+
+    def append_many(self, records: list[BaseModel | dict[str, Any]]) -> None:
+        """Append `records` in one write and one fsync (a merge of many records)."""
+        rows = [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in records]
+        if not rows:
+            return
+        blob = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in rows).encode("utf-8")
         if self._ids is None:
             self.ids()
         if not self._tail_checked:
@@ -95,12 +101,14 @@ class JsonlFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            view = memoryview(blob)
+            while view:  # a large write may be partial
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
-        if "id" in data and self._ids is not None:
-            self._ids.add(data["id"])
+        if self._ids is not None:
+            self._ids.update(d["id"] for d in rows if "id" in d)
 
 
 MIN_FREE_BYTES = 200 * 1024 * 1024  # below this, a run would likely die mid-write
@@ -164,3 +172,30 @@ class RunDir:
             files[name].append(record)
 
         return emit
+
+    def shard(self, name: str, worker: str) -> JsonlFile:
+        """Worker `worker`'s own part of the file `name` (`qa.jsonl` -> `qa.shard-W.jsonl`),
+        which `merge_shards` folds into `name`."""
+        return self.file(f"{name.removesuffix('.jsonl')}.shard-{worker.replace('.', '-')}.jsonl")
+
+    def merge_shards(self) -> dict[str, int]:
+        """Fold every per-worker shard into its file by id (the first of equal ids is kept, so
+        a retried item's second copy is dropped; a torn line is skipped), then delete the
+        shard. Returns the records added per file."""
+        added: dict[str, int] = {}
+        for path in sorted(self.root.glob("*.shard-*.jsonl")):
+            name = path.name.split(".shard-", 1)[0] + ".jsonl"
+            target = self.errors if name == "errors.jsonl" else self.file(name)
+            new: list[BaseModel | dict[str, Any]] = []
+            ids = set(target.ids())
+            for record in JsonlFile(path).read():
+                if record.get("id") is None or record["id"] not in ids:
+                    new.append(record)
+                    if record.get("id") is not None:
+                        ids.add(record["id"])
+            target.append_many(new)  # one write and one fsync per shard
+            added[name] = added.get(name, 0) + len(new)
+            path.unlink()
+        if added:
+            log.info("merged the workers' shards: %s", added)
+        return added

@@ -82,3 +82,26 @@ def test_cli_says_so_and_exits_2(tmp_path):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2
         assert "is not writable" in " ".join(result.output.split())  # rich wraps lines
+
+
+def test_worker_shards_merge_into_their_files_by_id(tmp_path):
+    """Per-worker shards (Ray backend, ray.shards) fold into qa.jsonl / errors.jsonl: ids
+    already in the file or in an earlier shard are dropped (a retried item's second copy), a
+    torn last line is skipped, and the shards are gone afterwards."""
+    run = RunDir(tmp_path)
+    run.file("qa.jsonl").append({"id": "a", "n": 1})
+    w1, w2 = run.shard("qa.jsonl", "node.1-11"), run.shard("qa.jsonl", "node-2-22")
+    assert w1.path.name == "qa.shard-node-1-11.jsonl"
+    w1.append({"id": "a", "n": 2})  # already in qa.jsonl
+    w1.append({"id": "b", "n": 1})
+    w2.append({"id": "b", "n": 2})  # the same item written again by its retry
+    w2.append({"id": "c", "n": 1})
+    with open(w2.path, "a") as f:
+        f.write('{"id": "d", "n"')  # the worker was killed mid-write
+    run.shard("errors.jsonl", "w").append({"stage": "qa", "id": "e", "error": "X"})
+    assert run.merge_shards() == {"qa.jsonl": 2, "errors.jsonl": 1}
+    rows = list(run.file("qa.jsonl").read())
+    assert [(r["id"], r["n"]) for r in rows] == [("a", 1), ("b", 1), ("c", 1)]
+    assert [r["id"] for r in run.file("errors.jsonl").read()] == ["e"]
+    assert not list(tmp_path.glob("*.shard-*"))
+    assert run.merge_shards() == {}

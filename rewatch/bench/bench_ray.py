@@ -2,13 +2,15 @@
 
 Stages 1-3 on generated videos (copies of the sample specs under distinct names), every LLM
 role the scripted stand-in (tests/pipeline_scripted.py) behind a loopback server with a fixed
-latency; the object captioner runs in process (local) or in the Ray workers. Printed per stage:
-wall seconds and items/s for the asyncio driver, Ray with 1 CPU and Ray with 2 CPUs
-(`ray.init(num_cpus=k)`, its start-up timed apart), the overhead ratio Ray(1 CPU) / asyncio
-(goal <= 1.3x) and the speed-up Ray(2 CPUs) / Ray(1 CPU); then the figures docs/scale.md
-builds on: CPU seconds per video second of Stage 1 (decoding + captioning, measured in the
-asyncio run) and model calls per item of each stage (counted at the server). The three runs'
-records are compared (ids and content, wall-time fields aside).
+latency; the object captioner runs in process (local) or in the Ray workers. Each driver runs
+the three stages in one call, as `rewatch synth` does, one after the other in this process:
+the asyncio driver, Ray with 1 CPU and Ray with 2 CPUs (`ray.init(num_cpus=k)`, its start-up
+timed apart). Printed: wall seconds and items/s per stage and in all, the overhead ratio
+Ray(1 CPU) / asyncio (goal <= 1.3x), the speed-up Ray(2 CPUs) / Ray(1 CPU) and the load
+average; then the figures docs/scale.md builds on: CPU seconds per video second of Stage 1
+(decoding + captioning, from an asyncio run stage by stage) and model calls per item of each
+stage (counted at the server). The three runs' records are compared (ids and content,
+wall-time fields aside).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import asyncio
 import json
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -109,84 +113,111 @@ def variant(spec: SyntheticSpec, shift: int) -> SyntheticSpec:
                    scenes=scenes, shapes=shapes)
 
 
-def measure(root: Path, specs: list[SyntheticSpec], latency: float
-            ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, float], dict[str, int],
-                       bool, dict[str, int]]:
-    """The three runs (asyncio, Ray 1 CPU, Ray 2 CPUs) on these videos."""
-    import ray
+def full_run(videos: list[Path], cfg: Any, out: Path) -> dict[str, float]:
+    """Stages 1-3 in one call, as `rewatch synth` runs them: wall s in all and per stage (on
+    Ray the worker pool's start falls in Stage 1, the first stage that uses it)."""
+    t0 = time.perf_counter()
+    result = asyncio.run(synthesize(videos, cfg, out))
+    return {"all": time.perf_counter() - t0, **result.seconds,
+            "chains": float(result.counts["cot"]["total"])}
 
+
+def child(kind: str, url: str, out: Path, videos: list[Path]) -> None:
+    """One driver's whole run in a fresh process (as the CLI would run it: nothing imported or
+    loaded beforehand); prints its timings as JSON."""
+    timings: dict[str, float] = {}
+    if kind == "asyncio":
+        cfg = config(url)
+    else:
+        import ray
+
+        cfg = config(url, "backend=ray", "ray.actors=2", "ray.concurrency=8")
+        t0 = time.perf_counter()
+        ray.init(num_cpus=int(kind.removeprefix("ray")), include_dashboard=False,
+                 configure_logging=False, object_store_memory=256 * 2**20, log_to_driver=False)
+        timings["init"] = time.perf_counter() - t0
+    try:
+        timings.update(full_run(videos, cfg, out))
+    finally:
+        if kind != "asyncio":
+            ray.shutdown()
+    print("BENCH " + json.dumps(timings))
+
+
+def in_fresh_process(kind: str, url: str, out: Path, videos: list[Path]) -> dict[str, float]:
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [repo, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, "-m", "rewatch.bench.bench_ray", "--child", kind,
+                           "--url", url, "--out", str(out), *map(str, videos)],
+                          capture_output=True, text=True, env=env, check=False)
+    lines = [x for x in done.stdout.splitlines() if x.startswith("BENCH ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"the {kind} run failed: {done.stderr[-3000:]}")
+    return dict(json.loads(lines[-1].removeprefix("BENCH ")))
+
+
+def measure(root: Path, specs: list[SyntheticSpec], latency: float
+            ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]],
+                       dict[str, float], dict[str, int], bool, dict[str, int],
+                       tuple[float, float]]:
+    """Side by side on these videos: asyncio, Ray with 1 CPU, Ray with 2 CPUs (each a whole
+    run in a fresh process), then asyncio stage by stage for the scaling inputs."""
     videos = [synthetic_video(root / "videos" / f"{s.name}.mp4", s).path for s in specs]
-    runs: dict[str, dict[str, dict[str, float]]] = {}
+    runs: dict[str, dict[str, float]] = {}
     init_s: dict[str, float] = {}
+    load0 = os.getloadavg()[0]
     with ScriptedTestServer(ScriptedPipelineModel(), latency_s=latency) as srv:
-        runs["asyncio"] = one_run(videos, config(srv.base_url), root / "local", srv)
-        for cpus in (1, 2):
-            t0 = time.perf_counter()
-            ray.init(num_cpus=cpus, include_dashboard=False, configure_logging=False,
-                     object_store_memory=256 * 2**20, log_to_driver=False)
-            init_s[f"ray {cpus} CPU"] = time.perf_counter() - t0
-            try:
-                runs[f"ray {cpus} CPU"] = one_run(
-                    videos, config(srv.base_url, "backend=ray", "ray.actors=2",
-                                   "ray.concurrency=8"), root / f"ray{cpus}", srv)
-            finally:
-                ray.shutdown()
-    same = all(records(root / f"ray{c}") == records(root / "local") for c in (1, 2))
-    sizes = {f.name: f.stat().st_size for f in (root / "local").iterdir() if f.is_file()}
-    items = items_of(root / "local")
+        for kind, name in (("asyncio", "asyncio"), ("ray1", "ray 1 CPU"), ("ray2", "ray 2 CPU")):
+            runs[name] = in_fresh_process(kind, srv.base_url, root / kind, videos)
+            if "init" in runs[name]:
+                init_s[name] = runs[name].pop("init")
+        load1 = os.getloadavg()[0]
+        stages = one_run(videos, config(srv.base_url), root / "stages", srv)
+    same = all(records(root / f"ray{c}") == records(root / "asyncio") for c in (1, 2))
+    sizes = {f.name: f.stat().st_size for f in (root / "asyncio").iterdir() if f.is_file()}
+    items = items_of(root / "asyncio")
     items["mcq"] = items["cot"]
-    items["cot"] = int(runs["asyncio"]["cot"]["counts.total"])  # the chains asked (max_chains)
-    return runs, init_s, items, same, sizes
+    items["cot"] = int(runs["asyncio"]["chains"])  # the chains asked (max_chains)
+    return runs, stages, init_s, items, same, sizes, (load0, load1)
 
 
 def main(quick: bool, copies: int, latency: float) -> None:
     base = (SHAPES_CUTS, SHAPES_COUNT, SHAPES_MIX)
-    small = list(base)
     large = [variant(s, i) for i in range(1 if quick else copies) for s in base]
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        if not quick:
-            small_runs, _i, small_items, small_same, _s = measure(root / "small", small, latency)
-        runs, init_s, items, same, sizes = measure(root / "large", large, latency)
+        runs, a, init_s, items, same, sizes, load_at = measure(Path(tmp), large, latency)
     video_s = sum(s.duration for s in large)
     n_videos = len(large)
 
     load = os.getloadavg()
     print(f"Ray backend vs asyncio: {n_videos} generated videos ({video_s:.0f} s of video), "
-          f"scripted server at {latency * 1000:.0f} ms latency, load average "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} cores")
+          f"scripted server at {latency * 1000:.0f} ms latency, {os.cpu_count()} cores, load "
+          f"average (1 min) {load_at[0]:.2f} before the runs, {load_at[1]:.2f} after the Ray "
+          f"runs, now {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     names = list(runs)
     print(f"  {'stage':8} {'items':>5}  " + "  ".join(f"{n:>17}" for n in names)
           + "   ray1/asyncio  ray2/ray1")
-    totals = dict.fromkeys(names, 0.0)
-    for stage in STAGES:
+    for stage in (*STAGES, "all"):
         cells = []
         for n in names:
-            wall = runs[n][stage]["wall"]
-            totals[n] += wall
-            cells.append(f"{wall:6.1f} s {items[stage] / wall:5.2f}/s")
-        ratio = runs["ray 1 CPU"][stage]["wall"] / runs["asyncio"][stage]["wall"]
-        speed = runs["ray 1 CPU"][stage]["wall"] / runs["ray 2 CPU"][stage]["wall"]
-        print(f"  {stage:8} {items[stage]:5d}  " + "  ".join(f"{c:>17}" for c in cells)
-              + f"   {ratio:10.2f}x  {speed:8.2f}x")
-    ratio = totals["ray 1 CPU"] / totals["asyncio"]
-    print(f"  {'all':8} {'':5}  " + "  ".join(f"{totals[n]:6.1f} s {'':8}" for n in names)
-          + f"   {ratio:10.2f}x  {totals['ray 1 CPU'] / totals['ray 2 CPU']:8.2f}x"
-          f"   (goal ray1/asyncio <= 1.3x)")
-    print("  Ray start-up, not in the table: " + ", ".join(
-        f"{k} {v:.1f} s" for k, v in init_s.items()))
+            wall = runs[n][stage]
+            rate = f"{items[stage] / wall:5.2f}/s" if stage in items else " " * 7
+            cells.append(f"{wall:6.1f} s {rate}")
+        ratio = runs["ray 1 CPU"][stage] / runs["asyncio"][stage]
+        speed = runs["ray 1 CPU"][stage] / runs["ray 2 CPU"][stage]
+        print(f"  {stage:8} {items.get(stage, ''):>5}  " + "  ".join(f"{c:>17}" for c in cells)
+              + f"   {ratio:10.2f}x  {speed:8.2f}x"
+              + ("   (goal ray1/asyncio <= 1.3x)" if stage == "all" else ""))
+    n_items = sum(items[s] for s in STAGES)
+    print(f"  items/s over all {n_items} items: " + ", ".join(
+        f"{n} {n_items / runs[n]['all']:.2f}" for n in names))
+    with_init = (runs["ray 1 CPU"]["all"] + init_s["ray 1 CPU"]) / runs["asyncio"]["all"]
+    print("  Ray start-up (ray.init), not in the table: " + ", ".join(
+        f"{k} {v:.1f} s" for k, v in init_s.items())
+        + f"; with it, ray1/asyncio {with_init:.2f}x")
     print(f"  records of both Ray runs identical to asyncio's: {'yes' if same else 'NO'}")
-    if not quick:  # the cost of each added item, the fixed start of each stage's pool aside
-        grown = {n: sum(runs[n][s]["wall"] - small_runs[n][s]["wall"] for s in STAGES)
-                 for n in names}
-        added = sum(items[s] - small_items[s] for s in STAGES)
-        print(f"  marginal ({len(small)} -> {n_videos} videos, {added} more items): " + ", ".join(
-            f"{n} {grown[n]:+.1f} s" for n in names)
-            + f"; ray1/asyncio {grown['ray 1 CPU'] / grown['asyncio']:.2f}x, ray2/ray1 "
-            f"{grown['ray 1 CPU'] / grown['ray 2 CPU']:.2f}x"
-            + ("" if small_same else "  (small runs' records DIFFER)"))
-    a = runs["asyncio"]
-    print("scaling inputs (asyncio run):")
+    print("scaling inputs (asyncio, each stage run on its own):")
     print(f"  stage 1 CPU: {a['caption']['cpu']:.1f} s for {video_s:.0f} s of video = "
           f"{a['caption']['cpu'] / video_s:.3f} CPU s per video second "
           "(decode + object captioner + driver)")
@@ -208,7 +239,14 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="one copy of each video")
     p.add_argument("--copies", type=int, default=3,
-                   help="time-shifted variants of each of the 3 sample specs (the large size)")
+                   help="time-shifted variants of each of the 3 sample specs")
     p.add_argument("--latency", type=float, default=0.05, help="scripted server latency (s)")
+    p.add_argument("--child", help=argparse.SUPPRESS)  # one run: asyncio, ray1 or ray2
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("videos", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
-    main(args.quick, args.copies, args.latency)
+    if args.child:
+        child(args.child, args.url, args.out, args.videos)
+    else:
+        main(args.quick, args.copies, args.latency)

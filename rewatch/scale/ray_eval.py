@@ -2,8 +2,8 @@
 
 The items are grouped as the local runner groups them (frames mode: one video's questions
 together, its frames decoded once, on the worker; otherwise one question each) and each group
-runs through `EvalRunner.ask_all` in a `StageWorker` actor; this process appends the
-predictions and errors, then scores the run as the local backend does.
+runs through `EvalRunner.ask_all` on a `StageWorker` of a `WorkerPool`; this process appends
+the predictions and errors, then scores the run as the local backend does.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rewatch.eval.inputs import clip_of
-from rewatch.scale.ray_backend import connect, run_items, shutdown
+from rewatch.scale.ray_backend import WorkerPool, connect, shutdown
 
 if TYPE_CHECKING:
     from rewatch.eval.benchmarks.base import EvalItem
@@ -34,8 +34,9 @@ def ask_on_ray(runner: EvalRunner, todo: list[EvalItem], result: RunResult) -> N
 
     started = connect(runner.cfg)
     try:
-        got = run_items("eval", [(k, {"ids": ids}) for k, ids in groups.items()], runner.cfg,
-                        runner.dir, shared, on_result=done)
+        with WorkerPool(runner.cfg, runner.dir, runner.cfg.ray.actors) as pool:
+            got = pool.run_items("eval", [(k, {"ids": ids}) for k, ids in groups.items()],
+                                 shared, on_result=done)
     finally:
         shutdown(started)
     runner.preds._ids = None  # appended by the driver's own JsonlFile: read the ids again
