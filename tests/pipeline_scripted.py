@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from cot_scripted import (
@@ -245,3 +246,17 @@ class ScriptedPipelineModel:
         if stage == "cot":
             return self.agents(body)
         return judge_reply(body)
+
+
+def run_records(out: Path, names: tuple[str, ...]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per file of `names` in a run directory: id -> record without wall-time fields; a
+    finished run has no errors.jsonl and no duplicated ids."""
+    assert not (out / "errors.jsonl").exists(), (out / "errors.jsonl").read_text()[:2000]
+    result = {}
+    for name in names:
+        path = out / name
+        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        by_id = {r["id"]: {k: v for k, v in r.items() if "seconds" not in k} for r in rows}
+        assert len(by_id) == len(rows), f"{name}: {len(rows) - len(by_id)} duplicated ids"
+        result[name] = by_id
+    return result

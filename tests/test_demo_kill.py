@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_scripted import ScriptedPipelineModel, stage_of
+from pipeline_scripted import ScriptedPipelineModel, run_records, stage_of
 
 import rewatch
 from rewatch.models.scripted_server import ScriptedTestServer
@@ -95,18 +95,9 @@ def demo(videos: Path, out: Path, srv: ScriptedTestServer, switch: KillSwitch,
 
 
 def records(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per file (the stages' records and the SFT/RL exports): id -> record, without wall-time
-    fields. A finished run has no errors and a report."""
-    assert not (out / "errors.jsonl").exists(), (out / "errors.jsonl").read_text()[:2000]
+    """The stages' records and the SFT/RL exports of a finished run, which has a report."""
     assert (out / "report.html").exists()
-    result = {}
-    for name in RECORDS:
-        path = out / name
-        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-        by_id = {r["id"]: {k: v for k, v in r.items() if "seconds" not in k} for r in rows}
-        assert len(by_id) == len(rows), f"{name}: {len(rows) - len(by_id)} duplicated ids"
-        result[name] = by_id
-    return result
+    return run_records(out, RECORDS)
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray backend needs the `ray` extra")
 psutil = pytest.importorskip("psutil")
 
-from pipeline_scripted import ScriptedPipelineModel, stage_of  # noqa: E402
+from pipeline_scripted import ScriptedPipelineModel, run_records, stage_of  # noqa: E402
 
 import rewatch  # noqa: E402
 from rewatch.config import load_config  # noqa: E402
@@ -51,16 +51,7 @@ def config(url: str, *extra: str) -> Any:
 
 
 def records(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per file: id -> record without wall-time fields; no duplicated ids, no errors."""
-    assert not (out / "errors.jsonl").exists(), (out / "errors.jsonl").read_text()[:2000]
-    result = {}
-    for name in RECORDS:
-        path = out / name
-        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-        by_id = {r["id"]: {k: v for k, v in r.items() if "seconds" not in k} for r in rows}
-        assert len(by_id) == len(rows), f"{name}: {len(rows) - len(by_id)} duplicated ids"
-        result[name] = by_id
-    return result
+    return run_records(out, RECORDS)
 
 
 class ActorKiller:
