@@ -262,6 +262,11 @@ def test_generation_checks_name_the_defect():
         c.question = q
         problem = generation_checks(c, set(), duration=12.0) or ""
         assert problem.startswith(("time_outside_video", "malformed_time")), (q, problem)
+    for q, a in (("Which object is on screen when the red circle leaves?", "one"),
+                 ("How many shapes appear when the red circle leaves?", "triangle")):
+        assert check(q, a).startswith("answer_type_mismatch"), q
+    assert check("How many shapes appear when the red circle leaves?", "one") is None
+    assert check("When does the red circle leave?", "00:08") is None  # a time is no count
     assert AnchoredQuestion.model_json_schema()["properties"]["question"]["pattern"]
     with pytest.raises(ValidationError):
         AnchoredQuestion.model_validate({"answer": "x", "question": "circle_answer_circle"})
@@ -312,3 +317,19 @@ async def test_f1_line_support_accepts_the_target_lines_own_words_without_the_ju
                  (cand("What shape appears at 00:08?", "triangle"), QAConfig())):
         with pytest.raises(AttributeError):
             await answer_verification(c, cap, no_judge, q)
+
+
+def test_a_count_another_count_contradicts_at_the_same_second_is_no_target():
+    from rewatch.synth.qa import ambiguous_lines, contrastive_targets
+
+    cap = shapes_caption("counts", [
+        (0.0, 2.0, "A red circle appears on the left."),
+        (2.6, 2.6, "Two objects are on screen now."),  # shown as 00:03
+        (3.0, 3.0, "Five objects are on screen now."),  # also 00:03
+        (6.0, 6.0, "Three objects are on screen now."),
+    ])
+    assert ambiguous_lines(cap) == {1, 2}
+    targets = [c.text for c in contrastive_targets(cap, 4)]
+    assert "Three objects are on screen now." in targets
+    assert not {"Two objects are on screen now.", "Five objects are on screen now."} & \
+        set(targets)

@@ -50,6 +50,7 @@ from rewatch.synth.qa_filters import (
     triple_filter,
 )
 from rewatch.synth.qa_free import contrastive_generation, one_of, window_budget
+from rewatch.text import numbers_in
 
 __all__ = [
     "Candidate", "answer_tokens", "answer_verification", "answers_match", "anchored_generation",
@@ -108,16 +109,32 @@ def line_words(line: CaptionLine, answer: str, limit: int = 8) -> tuple[str, ...
     return tuple(out[:limit])
 
 
+def ambiguous_lines(caption: CaptionRecord) -> set[int]:
+    """Indices of lines another line contradicts at the same MM:SS: the same sentence with
+    another number ("[00:03] Two objects are on screen now." for a line at 2.6 s, "[00:03] Five
+    objects ..." at 3.0 s). At the caption's resolution "just after 00:03" is either."""
+    def form(text: str) -> str:
+        return " ".join("#" if numbers_in(w) else w for w in text.lower().split())
+
+    by_key: dict[tuple[str, str], set[str]] = {}
+    for c in caption.detail:
+        by_key.setdefault((mmss(c.start), form(c.text)), set()).add(c.text)
+    return {i for i, c in enumerate(caption.detail)
+            if len(by_key[(mmss(c.start), form(c.text))]) > 1}
+
+
 def contrastive_targets(caption: CaptionRecord, n: int, seed: int = 0) -> list[CaptionLine]:
     """The n C_detail lines the summary covers least (share of their content words absent from
-    C_sum), in time order: where a detail-only question can be found."""
+    C_sum), in time order: where a detail-only question can be found. A line another line
+    contradicts at the same MM:SS (`ambiguous_lines`) is no target."""
     summary_words = set(answer_tokens(caption.summary))
     rng = random.Random(stable_id("targets", seed, caption.id))
     scored = []
     seen: set[str] = set()
-    for line in caption.detail:
+    ambiguous = ambiguous_lines(caption)
+    for i, line in enumerate(caption.detail):
         words = answer_tokens(line.text)
-        if len(words) < 2 or line.text in seen:
+        if len(words) < 2 or line.text in seen or i in ambiguous:
             continue
         seen.add(line.text)
         novel = words - summary_words
@@ -223,6 +240,12 @@ def generation_checks(c: Candidate, seen: set[str], duration: float | None = Non
         return "empty_answer"
     if duration is not None and (bad := time_problem(c.question, duration)):
         return bad
+    # a count answers "how many", and "how many" a count ("Which object is on screen just
+    # after 00:09?" -> "one"; "What is the second object ...?" -> "two")
+    count = bool(numbers_in(c.answer)) and ":" not in c.answer and len(c.answer.split()) <= 2
+    if count != bool(re.search(r"\bhow many\b", c.question, re.I)):
+        return "answer_type_mismatch: " + ("a count answers a question that is not 'how many'"
+                                           if count else "'how many' is not answered by a count")
     if not c.evidence:
         return f"evidence_not_in_caption: cited {c.stamps} match no C_detail line"
     q, a = f" {normalize_answer(c.question)} ", normalize_answer(c.answer)
