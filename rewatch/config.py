@@ -177,6 +177,9 @@ class CoTConfig(Section):
     # a repeated action (once min_actions are met) is asked again as the final answer instead
     # of ending the trajectory as repeated_action
     answer_on_repeat: bool = False
+    # true: right after a segment_retrieval, segment_query may name only stamps whose lines
+    # the retrieval found (look closer at the moment found); false: any caption line
+    query_found: bool = False
     # llm: the Observer model phrases the retrieved caption lines (schema: cite shown lines,
     # then words); quote: the Observer model picks which clauses of those lines to quote
     # (an enum), verbatim; extractive: no model call, the observation is the retrieved lines

@@ -105,6 +105,25 @@ async def test_a_repeat_after_min_actions_is_asked_again_as_the_answer(tmp_path)
     assert rejected[0]["reason"] == "repeated_action"  # 1 action < min_actions 2
 
 
+async def test_after_a_retrieval_the_query_may_name_only_moments_it_found(tmp_path):
+    """`query_found`: the step after a segment_retrieval offers segment_query only the stamps
+    of lines that retrieval returned; the step after a query offers every line again."""
+    agents = Agents()  # evidence_reasoner: retrieve, query a stamp it saw, answer
+    run = make_run(tmp_path, TRUTH, 1)
+    with ScriptedTestServer(agents) as srv:
+        cfg = scripted_config(srv.base_url, query_found=True, min_actions=2)
+        await synthesize_cot(run, cfg, models_for(cfg, run))
+        schemas = [reasoner_enum(r) for r in srv.requests if is_reasoner(r)]
+    kept = list(run.file("cot.jsonl").read())
+    assert kept, list(run.file("rejected.jsonl").read())
+    first = kept[0]["trajectory"][0]["observation"]
+    assert schemas[0] and schemas[1] and set(schemas[1]) < set(schemas[0])
+    found = set(re.findall(r"\d{2}:\d{2}-\d{2}:\d{2}", first.split(": ", 1)[0]))
+    assert found and found & set(schemas[0]) <= set(schemas[1])  # the found moments offered
+    # the rest are stamps whose lines overlap a found line; the step after a query: all again
+    assert len(schemas) == 3 and set(schemas[2]) - set(schemas[1])
+
+
 async def test_repeated_query_is_excluded_by_the_schema_and_refused(tmp_path):
     """The grammar leaves a used timestamp out (and its other form, the same caption line); a
     server that ignores the schema and repeats anyway gets its reply refused, not run."""

@@ -329,12 +329,14 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
     index: CaptionIndex = caption_index(caption, cfg.embedder)
     duration = caption_duration(caption)
     targets = index.query_targets()
+    offered = targets  # segment_query's stamps at the next step
+    pos = {id(x): i for i, x in enumerate(index.lines)}
     seen: dict[tuple[str, str], int] = {}
     try:
         for t in range(c.max_steps):
             try:
                 step = await reasoner(models[c.reasoner], mcq, duration, traj.steps,
-                                      c.min_actions, targets,
+                                      c.min_actions, offered,
                                       c.answer_at_limit and t == c.max_steps - 1)
             except SchemaError as e:
                 raise TrajectoryEnd("invalid_reasoner_reply", str(e)[:300]) from None
@@ -391,6 +393,12 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                 traj.evidence.append(len(traj.steps))
             traj.steps.append(CoTStep(thought=thought, action=action, observation=obs,
                                       tool_error=result.error))
+            offered = targets
+            if c.query_found and step.action == "segment_retrieval" and result.lines:
+                # the next query looks closer at a moment the retrieval found
+                found = {pos[id(x)] for x in result.lines if id(x) in pos}
+                near = {k: v for k, v in targets.items() if v & found}
+                offered = near if open_targets(near, traj.steps) else targets
         else:
             raise TrajectoryEnd("step_limit", f"no final answer after {c.max_steps} steps")
     except TrajectoryEnd as end:
