@@ -31,6 +31,9 @@ class ModelSpec(Section):
     backend: Literal["embedded", "openai", "objects", "tagger"] = "embedded"
     model: str = "qwen2.5-coder-1.5b"
     base_url: str | None = None
+    # more servers of the same model (one vLLM per GPU node): each takes `concurrency`
+    # requests, a request goes to the least busy, a retry to another
+    replicas: list[str] = Field(default_factory=list)
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
     concurrency: int = Field(8, ge=1)
     timeout_s: float = Field(120.0, gt=0)
@@ -52,6 +55,12 @@ class ModelSpec(Section):
     # earlier one (the Reasoner's growing history, a caption after a probe) starts from it
     # instead of the last prompt only; 0 turns it off
     prefix_cache_mb: int = Field(1024, ge=0)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide the replies, for stage ids: not how they are fetched
+        (concurrency, timeouts, retries, replicas, the key's variable, saved prompt states)."""
+        return self.model_dump(exclude={"concurrency", "timeout_s", "max_retries",
+                                        "api_key_env", "replicas", "prefix_cache_mb"})
 
     def prompt_chars(self, reply_tokens: int, other_chars: int = 0) -> int:
         """Characters of prompt text that fit n_ctx with `reply_tokens` left for the reply and

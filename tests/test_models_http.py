@@ -171,14 +171,15 @@ def test_a_proxied_host_goes_through_the_sdk(monkeypatch) -> None:
 
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:3128")
     monkeypatch.setenv("no_proxy", "localhost")
-    assert OpenAIChatModel("m", "http://10.1.2.3:8000/v1")._http is None  # the SDK (proxy)
-    assert OpenAIChatModel("m", "http://localhost:8000/v1")._http is not None
-    assert OpenAIChatModel("m", "http://127.0.0.1:8000/v1")._http is not None  # loopback
+    # the SDK where the proxy applies
+    assert OpenAIChatModel("m", "http://10.1.2.3:8000/v1").endpoints[0].http is None
+    assert OpenAIChatModel("m", "http://localhost:8000/v1").endpoints[0].http is not None
+    assert OpenAIChatModel("m", "http://127.0.0.1:8000/v1").endpoints[0].http is not None
     monkeypatch.setenv("no_proxy", "10.1.2.3")
-    assert OpenAIChatModel("m", "http://10.1.2.3:8000/v1")._http is not None
+    assert OpenAIChatModel("m", "http://10.1.2.3:8000/v1").endpoints[0].http is not None
     monkeypatch.delenv("http_proxy")
-    assert OpenAIChatModel("m", "http://10.1.2.3:8000/v1")._http is not None
-    assert OpenAIChatModel("m", "https://api.example.com/v1")._http is None
+    assert OpenAIChatModel("m", "http://10.1.2.3:8000/v1").endpoints[0].http is not None
+    assert OpenAIChatModel("m", "https://api.example.com/v1").endpoints[0].http is None
 
 
 def test_pre_encoded_head_is_spliced_into_the_body_not_encoded_again() -> None:

@@ -158,3 +158,30 @@ async def test_long_strings_count_by_content_in_the_cache_key(tmp_path) -> None:
         await m.chat([{"role": "user", "content": "".join(["a"] * 5000)}])
         await m.chat([{"role": "user", "content": long_b}])
     assert len(srv.requests) == 2 and m.stats["cache_hits"] == 1
+
+
+async def test_replicas_share_the_load_and_a_dead_one_is_routed_around() -> None:
+    """`replicas`: 40 requests, 4 in flight per endpoint, over two scripted servers at 50 ms:
+    both serve about half. With the second server gone (a closed port), every
+    request still gets its reply, each failed attempt retried on the live one. The cache
+    identity is the primary's alone."""
+    asks = [[{"role": "user", "content": f"question {i}"}] for i in range(40)]
+    with ScriptedTestServer(GOOD, latency_s=0.05) as a, \
+            ScriptedTestServer(GOOD, latency_s=0.05) as b:
+        m = OpenAIChatModel("scripted", a.base_url, replicas=[b.base_url], concurrency=4,
+                            retry_backoff_s=0.01)
+        replies = await asyncio.gather(*(m.chat(q) for q in asks))
+        await m.aclose()
+        assert all(r.text == GOOD for r in replies)
+        assert len(a.requests) + len(b.requests) == 40
+        assert 15 <= len(a.requests) <= 25, (len(a.requests), len(b.requests))
+        dead = b.base_url
+        assert await m.cache_identity() == await OpenAIChatModel(
+            "scripted", a.base_url).cache_identity()
+    with ScriptedTestServer(GOOD) as a:
+        m = OpenAIChatModel("scripted", a.base_url, replicas=[dead], concurrency=4,
+                            retry_backoff_s=0.01)
+        replies = await asyncio.gather(*(m.chat(q) for q in asks))
+        await m.aclose()
+    assert all(r.text == GOOD for r in replies) and len(a.requests) == 40
+    assert m.stats["transport_retries"] > 0 and m.stats["errors"] == 0

@@ -90,7 +90,12 @@ class OpenAIChatModel(BaseChatModel):
 
     `transport`: "auto" sends plain-http requests with the lean `JSONClient` (unless an
     http proxy applies to the host) and https ones with the openai SDK (TLS, proxies); "sdk"
-    always uses the SDK."""
+    always uses the SDK.
+
+    `replicas`: more base URLs serving the same model (one vLLM server per GPU node). Each
+    endpoint takes `concurrency` requests at once; a request goes to the endpoint with the
+    fewest in flight, and a retry after a transport failure to another one. The replies are
+    the same model's, so the cache identity is `base_url`'s alone."""
 
     def __init__(
         self,
@@ -104,6 +109,7 @@ class OpenAIChatModel(BaseChatModel):
         retry_backoff_s: float = 0.25,
         structured: str = "auto",
         transport: str = "auto",
+        replicas: list[str] | tuple[str, ...] = (),
         cache: ResponseCache | None = None,
         **kw: Any,
     ):
@@ -120,18 +126,8 @@ class OpenAIChatModel(BaseChatModel):
         api_key = os.environ.get(api_key_env) or "EMPTY"
         if transport not in ("auto", "sdk"):
             raise ValueError(f"transport must be auto or sdk, not {transport!r}")
-        self._http: JSONClient | None = None
-        self._client: openai.AsyncOpenAI | None = None
-        if transport == "auto" and base_url.startswith("http://") and not _proxied(base_url):
-            self._http = JSONClient(base_url, headers={"Authorization": f"Bearer {api_key}"},
-                                    timeout_s=timeout_s)
-        else:
-            self._client = openai.AsyncOpenAI(
-                base_url=base_url, api_key=api_key, timeout=timeout_s,
-                max_retries=0,  # _send owns transport retries, so they are counted and bounded
-            )
-        self._sem: asyncio.Semaphore | None = None
-        self._sem_loop: asyncio.AbstractEventLoop | None = None
+        self.endpoints = [_Endpoint(i, url, api_key, timeout_s, transport)
+                          for i, url in enumerate(dict.fromkeys([base_url, *replicas]))]
 
     async def cache_identity(self) -> str:
         """The server and the model it serves: the same name on another server is another
@@ -148,12 +144,6 @@ class OpenAIChatModel(BaseChatModel):
                                       max_tokens=max_tokens, seed=seed)
         finally:
             _RETRY_BUDGET.reset(token)
-
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()  # a semaphore belongs to one event loop
-        if self._sem is None or self._sem_loop is not loop:
-            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
-        return self._sem
 
     async def _complete(
         self,
@@ -204,9 +194,13 @@ class OpenAIChatModel(BaseChatModel):
         while True:
             attempts += 1
             self.stats["requests"] += 1
+            # the least busy endpoint; of equal ones, each attempt starts at the next
+            ep = min(self.endpoints, key=lambda x: (x.inflight, (x.index - attempts)
+                                                    % len(self.endpoints)))
+            ep.inflight += 1
             try:
-                async with self._semaphore():
-                    return await self._post(params)
+                async with ep.semaphore(self.concurrency):
+                    return await self._post(ep, params)
             except Exception as e:
                 if isinstance(e, openai.AuthenticationError) or (
                         isinstance(e, HTTPStatusError) and e.status_code == 401):
@@ -218,27 +212,29 @@ class OpenAIChatModel(BaseChatModel):
                 if budget[0] <= 0:
                     self.stats["errors"] += 1
                     raise ModelError(
-                        f"{self.name}: no good reply from {self.base_url} after {attempts} "
+                        f"{self.name}: no good reply from {ep.url} after {attempts} "
                         f"attempts ({type(e).__name__}: {e}); is the server running and "
                         "reachable?") from e
                 budget[0] -= 1
                 self.stats["transport_retries"] += 1
                 await asyncio.sleep(backoff_s(attempts, self.retry_backoff_s))
+            finally:
+                ep.inflight -= 1
 
-    async def _post(self, params: dict[str, Any]) -> tuple[str, Usage]:
-        """One request: the reply's text and token usage."""
-        if self._http is not None:
-            data = await self._http.post_json("/chat/completions", params)
+    async def _post(self, ep: _Endpoint, params: dict[str, Any]) -> tuple[str, Usage]:
+        """One request to one endpoint: the reply's text and token usage."""
+        if ep.http is not None:
+            data = await ep.http.post_json("/chat/completions", params)
             choices = data.get("choices") if isinstance(data, dict) else None
             if not choices:
                 raise ModelError(f"{self.name}: reply without choices: {str(data)[:200]}")
             text = (choices[0].get("message") or {}).get("content") or ""
             u = data.get("usage") or {}
             return text, Usage(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0)
-        assert self._client is not None
+        assert ep.client is not None
         # the client's generic post: same errors and transport, without the SDK's per-call
         # TypedDict transform (~0.7 ms a request)
-        resp = await self._client.post("/chat/completions", body=params, cast_to=ChatCompletion)
+        resp = await ep.client.post("/chat/completions", body=params, cast_to=ChatCompletion)
         if not resp.choices:
             raise ModelError(f"{self.name}: reply without choices")
         usage = Usage()
@@ -247,10 +243,37 @@ class OpenAIChatModel(BaseChatModel):
         return resp.choices[0].message.content or "", usage
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-        if self._client is not None:
-            await self._client.close()
+        for ep in self.endpoints:
+            if ep.http is not None:
+                await ep.http.aclose()
+            if ep.client is not None:
+                await ep.client.close()
+
+
+class _Endpoint:
+    """One server of a model: its transport, its own bound on requests in flight."""
+
+    def __init__(self, index: int, url: str, api_key: str, timeout_s: float, transport: str):
+        self.index, self.url = index, url
+        self.inflight = 0
+        self.http: JSONClient | None = None
+        self.client: openai.AsyncOpenAI | None = None
+        if transport == "auto" and url.startswith("http://") and not _proxied(url):
+            self.http = JSONClient(url, headers={"Authorization": f"Bearer {api_key}"},
+                                   timeout_s=timeout_s)
+        else:
+            self.client = openai.AsyncOpenAI(
+                base_url=url, api_key=api_key, timeout=timeout_s,
+                max_retries=0,  # _send owns transport retries, so they are counted and bounded
+            )
+        self._sem: asyncio.Semaphore | None = None
+        self._sem_loop: asyncio.AbstractEventLoop | None = None
+
+    def semaphore(self, concurrency: int) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()  # a semaphore belongs to one event loop
+        if self._sem is None or self._sem_loop is not loop:
+            self._sem, self._sem_loop = asyncio.Semaphore(concurrency), loop
+        return self._sem
 
 
 def _with_schema_instruction(messages: list[Message], schema_json: dict[str, Any]) -> list[Message]:

@@ -27,7 +27,8 @@ def build_model(spec: ModelSpec, cache: ResponseCache | None = None) -> ChatMode
         assert spec.base_url is not None
         return OpenAIChatModel(spec.model, spec.base_url, api_key_env=spec.api_key_env,
                                concurrency=spec.concurrency, timeout_s=spec.timeout_s,
-                               max_retries=spec.max_retries, structured=spec.structured, **common)
+                               max_retries=spec.max_retries, structured=spec.structured,
+                               replicas=spec.replicas, **common)
     if spec.backend == "objects":
         from rewatch.models.objects import ObjectCaptioner
 

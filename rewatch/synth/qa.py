@@ -269,7 +269,7 @@ def generation_id(caption: CaptionRecord, cfg: Config) -> str:
     mode_prompt = "qa_generate.md" if qa.generation == "free" else "qa_generate_anchored.md"
     free = (qa.window_s, qa.cross_window_questions, load_prompt("qa_generate_cross.md")
             ) if qa.generation == "free" else ()
-    return stable_id(STAGE, caption.id, cfg.models[qa.generator].model_dump(), qa.generation,
+    return stable_id(STAGE, caption.id, cfg.models[qa.generator].identity(), qa.generation,
                      qa.question_types, qa.questions_per_video, qa.max_context_chars,
                      qa.anchor_context_chars, qa.answer_hint, qa.anchor_time,
                      qa.repair_answer_in_question, cfg.synth.seed,
