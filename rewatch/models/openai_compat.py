@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import time
 from contextvars import ContextVar
 from typing import Any
 
@@ -194,14 +195,21 @@ class OpenAIChatModel(BaseChatModel):
         while True:
             attempts += 1
             self.stats["requests"] += 1
-            # the least busy endpoint; of equal ones, each attempt starts at the next
-            ep = min(self.endpoints, key=lambda x: (x.inflight, (x.index - attempts)
-                                                    % len(self.endpoints)))
+            # the least busy endpoint that is not resting after a failure; of equal ones,
+            # each attempt starts at the next
+            now = time.monotonic()
+            ep = min(self.endpoints, key=lambda x: (x.rest_until > now, x.inflight,
+                                                    (x.index - attempts) % len(self.endpoints)))
             ep.inflight += 1
             try:
                 async with ep.semaphore(self.concurrency):
-                    return await self._post(ep, params)
+                    out = await self._post(ep, params)
+                ep.failures = 0
+                return out
             except Exception as e:
+                if _retryable(e):  # rests 1, 2, 4 ... up to 30 s; a success ends it
+                    ep.failures += 1
+                    ep.rest_until = time.monotonic() + min(30.0, 2.0 ** (ep.failures - 1))
                 if isinstance(e, openai.AuthenticationError) or (
                         isinstance(e, HTTPStatusError) and e.status_code == 401):
                     self.stats["errors"] += 1
@@ -256,6 +264,8 @@ class _Endpoint:
     def __init__(self, index: int, url: str, api_key: str, timeout_s: float, transport: str):
         self.index, self.url = index, url
         self.inflight = 0
+        self.failures = 0  # transport failures in a row
+        self.rest_until = 0.0  # monotonic time before which others are preferred
         self.http: JSONClient | None = None
         self.client: openai.AsyncOpenAI | None = None
         if transport == "auto" and url.startswith("http://") and not _proxied(url):
