@@ -135,7 +135,7 @@ def test_schemas_are_plain_json_schema_that_llama_cpp_compiles(index):
               reasoner_schema((), ANSWERS, True, True),
               observer_schema(("00:01-00:02", "00:02-00:04")),
               quote_schema(tuple(quote_options(result))),
-              prose_schema(3)]
+              prose_schema(3), prose_schema(3, hours=False)]
     for model in models:
         schema = json_schema_of(model)
         assert _keywords(schema) <= plain, _keywords(schema) - plain
@@ -145,6 +145,18 @@ def test_schemas_are_plain_json_schema_that_llama_cpp_compiles(index):
         llama_cpp.llama_sampler_free(sampler)
     bad = json_schema_to_gbnf(json.dumps({"type": "string", "pattern": r"^[A-Za-z\'-]+$"}))
     assert not llama_cpp.llama_sampler_init_grammar(vocab, bad.encode(), b"root")  # it can fail
+
+
+def test_prose_under_an_hour_writes_times_as_mm_ss():
+    short, long = prose_schema(1, hours=False), prose_schema(1)
+    for text in ("I look again at 00:03 to count them.", "At 00:03-00:05 the circle moves.",
+                 "It is gone by 00:05"):
+        short.model_validate({"steps": [text], "conclusion": text})
+    for text in ("I see it at 00:03:00 on the right.", "It moves: left and then right."):
+        with pytest.raises(ValidationError):
+            short.model_validate({"steps": [text], "conclusion": "The circle moves right."})
+    long.model_validate({"steps": ["At 01:02:03 the circle moves."],
+                         "conclusion": "The circle moves right."})
 
 
 def test_observer_schema_cites_only_shown_lines_and_wants_words():

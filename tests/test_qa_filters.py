@@ -258,7 +258,8 @@ def test_generation_checks_name_the_defect():
     assert generation_checks(c, set(), duration=12.0) is None
     for q in ("Which object is in the centre at 00:06:06 when the red circle leaves?",
               "Which shape appears at 00:31 when the red circle leaves?",
-              "Which shape appears when the red circle leaves is00:08-00:09?"):
+              "Which shape appears when the red circle leaves is00:08-00:09?",
+              "Which way does the red circle move in the 200:02-00:09 segment?"):
         c.question = q
         problem = generation_checks(c, set(), duration=12.0) or ""
         assert problem.startswith(("time_outside_video", "malformed_time")), (q, problem)

@@ -48,7 +48,7 @@ async def synthesize_one(mcq: MCQRecord, caption: CaptionRecord, models: Models,
     for attempt in range(1 + c.convert_retries if traj.reason is None else 0):
         try:
             cot = await convert_trajectory(models[c.converter], mcq, traj, c.convert_mode,
-                                           avoid)
+                                           avoid, caption_duration(caption))
         except SchemaError as e:
             traj.reason, traj.detail = "invalid_converter_reply", str(e)[:300]
             break

@@ -18,6 +18,11 @@ from rewatch.text import load_prompt
 # 8-220 more characters. A list marker ("1. The first step") cannot start one (it is layout,
 # and its number would be rejected as a fact no observation holds), nor can a bare letter ("A").
 PROSE_PATTERN = r'^[A-Za-z][A-Za-z\x27-]* [^"\\\x00-\x1f\x7f]{8,220}$'
+# Under an hour a time is MM:SS: a colon only as ":SS" followed by no digit or colon, so the
+# 1.5B converter cannot write "00:03:00" for 00:03 (3 of 9 chains of one demo run rejected so as
+# timestamp_not_in_video). llama.cpp's converter takes capturing groups, not `(?:`.
+PROSE_PATTERN_MMSS = (r'^[A-Za-z][A-Za-z\x27-]* ([^"\\:\x00-\x1f\x7f]|'
+                      r':[0-5][0-9][^"\\:0-9\x00-\x1f\x7f]){8,220}(:[0-5][0-9])?$')
 
 
 def evidence_steps(traj: Trajectory) -> list[CoTStep]:
@@ -40,16 +45,19 @@ def trajectory_text(steps: list[CoTStep]) -> str:
 
 
 @lru_cache(maxsize=64)
-def prose_schema(n: int) -> type[BaseModel]:
+def prose_schema(n: int, hours: bool = True) -> type[BaseModel]:
     """M_convert's reply in prose mode: exactly `n` step sentences and a conclusion, each a
-    sentence by `PROSE_PATTERN` (at most 240 characters)."""
-    sentence = Annotated[str, Field(max_length=240, pattern=PROSE_PATTERN)]
+    sentence by `PROSE_PATTERN` (at most 240 characters), or `PROSE_PATTERN_MMSS` when the
+    video is shorter than an hour (`hours` false)."""
+    pattern = PROSE_PATTERN if hours else PROSE_PATTERN_MMSS
+    sentence = Annotated[str, Field(max_length=240, pattern=pattern)]
     return create_model("ConvertedProse", steps=(list[sentence], Field(
         min_length=n, max_length=n)), conclusion=(sentence, ...))
 
 
 async def convert_trajectory(model: ChatModel, mcq: MCQRecord, traj: Trajectory,
-                             mode: str = "prose", avoid: list[str] | None = None) -> str:
+                             mode: str = "prose", avoid: list[str] | None = None,
+                             duration: float | None = None) -> str:
     """M_convert: the trajectory as a natural chain of thought in the ReWatch format. `avoid`:
     words a previous conversion added that no observation holds (`validate_chain`'s
     `prose_adds_facts`); the prompt names them so the retry leaves them out."""
@@ -63,6 +71,7 @@ async def convert_trajectory(model: ChatModel, mcq: MCQRecord, traj: Trajectory,
         reply = await model.chat([{"role": "user", "content": text}], max_tokens=700)
         return reply.text.strip()
     text += "\n\n" + load_prompt("cot_convert_json.md").format(n=len(steps))
-    reply = await model.chat([{"role": "user", "content": text}], schema=prose_schema(len(steps)),
+    schema = prose_schema(len(steps), duration is None or duration >= 3600)
+    reply = await model.chat([{"role": "user", "content": text}], schema=schema,
                              max_tokens=120 + 80 * len(steps))
     return render_chain(steps, reply.parsed.steps, reply.parsed.conclusion, traj.answer or "")

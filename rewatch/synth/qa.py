@@ -224,8 +224,8 @@ _TIME_IN_TEXT = re.compile(r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])")
 def time_problem(question: str, duration: float) -> str | None:
     """A time the question names that cannot be read or lies past the video's end ("at
     00:06:06" in a 12-second video, "is00:09" glued to a word), or None."""
-    if re.search(r"[A-Za-z]\d{1,2}:\d{2}", question):
-        return f"malformed_time: {question!r} glues a time to a word"
+    if re.search(r"[A-Za-z]\d{1,2}:\d{2}|\d{3,}:\d{2}", question):
+        return f"malformed_time: {question!r} glues a time to a word or a number"
     for m in _TIME_IN_TEXT.finditer(question):
         h, mm, ss = (int(m[1]), int(m[2]), int(m[3])) if m[3] else (0, int(m[1]), int(m[2]))
         if ss > 59 or mm > 59 and m[3] or h * 3600 + mm * 60 + ss > duration + 1:
