@@ -264,8 +264,12 @@ def test_generation_checks_name_the_defect():
         problem = generation_checks(c, set(), duration=12.0) or ""
         assert problem.startswith(("time_outside_video", "malformed_time")), (q, problem)
     for q, a in (("Which object is on screen when the red circle leaves?", "one"),
+                 ("What is the second object on screen when the red circle leaves?", "two"),
                  ("How many shapes appear when the red circle leaves?", "triangle")):
         assert check(q, a).startswith("answer_type_mismatch"), q
+    # a number may answer other forms ("which word fills the blank: ___ shapes ...?")
+    assert check("When the red circle leaves, which word fills the blank: ___ shapes appear?",
+                 "one") is None
     assert check("How many shapes appear when the red circle leaves?", "one") is None
     assert check("When does the red circle leave?", "00:08") is None  # a time is no count
     assert AnchoredQuestion.model_json_schema()["properties"]["question"]["pattern"]

@@ -218,6 +218,8 @@ def repair_answer_in_question(question: str, answer: str, phrasing: set[str]) ->
     return out
 
 
+_ASKS_WHICH_THING = re.compile(r"\b(which|what)\b(\s+\w+){0,3}?\s+(objects?|shapes?|things?|"
+                               r"colou?rs?|kind|type)\b", re.I)
 _TIME_IN_TEXT = re.compile(r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])")
 
 
@@ -240,12 +242,14 @@ def generation_checks(c: Candidate, seen: set[str], duration: float | None = Non
         return "empty_answer"
     if duration is not None and (bad := time_problem(c.question, duration)):
         return bad
-    # a count answers "how many", and "how many" a count ("Which object is on screen just
-    # after 00:09?" -> "one"; "What is the second object ...?" -> "two")
+    # a count does not answer which object or attribute, and "how many" is answered by a count
+    # ("Which object is on screen just after 00:09?" -> "one"; "What is the second object
+    # ...?" -> "two")
     count = bool(numbers_in(c.answer)) and ":" not in c.answer and len(c.answer.split()) <= 2
-    if count != bool(re.search(r"\bhow many\b", c.question, re.I)):
-        return "answer_type_mismatch: " + ("a count answers a question that is not 'how many'"
-                                           if count else "'how many' is not answered by a count")
+    if count and _ASKS_WHICH_THING.search(c.question):
+        return "answer_type_mismatch: a count answers a question about which thing"
+    if not count and re.search(r"\bhow many\b", c.question, re.I):
+        return "answer_type_mismatch: 'how many' is not answered by a count"
     if not c.evidence:
         return f"evidence_not_in_caption: cited {c.stamps} match no C_detail line"
     q, a = f" {normalize_answer(c.question)} ", normalize_answer(c.answer)
