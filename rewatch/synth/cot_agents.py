@@ -332,24 +332,23 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
     offered = targets  # segment_query's stamps at the next step
     pos = {id(x): i for i, x in enumerate(index.lines)}
     seen: dict[tuple[str, str], int] = {}
+
+    async def decide(must_answer: bool) -> ReasonerStep:
+        try:
+            return await reasoner(models[c.reasoner], mcq, duration, traj.steps,
+                                  c.min_actions, offered, must_answer)
+        except SchemaError as e:
+            raise TrajectoryEnd("invalid_reasoner_reply", str(e)[:300]) from None
+
     try:
         for t in range(c.max_steps):
-            try:
-                step = await reasoner(models[c.reasoner], mcq, duration, traj.steps,
-                                      c.min_actions, offered,
-                                      c.answer_at_limit and t == c.max_steps - 1)
-            except SchemaError as e:
-                raise TrajectoryEnd("invalid_reasoner_reply", str(e)[:300]) from None
+            step = await decide(c.answer_at_limit and t == c.max_steps - 1)
             arg = " ".join(step.argument.split()).strip("'\"")
             key = (step.action, arg.lower())
             if (step.action != "final_answer" and key in seen and c.answer_on_repeat
                     and traj.n_actions >= c.min_actions):
                 # nothing new to look at: the step is asked again, as the final answer
-                try:
-                    step = await reasoner(models[c.reasoner], mcq, duration, traj.steps,
-                                          c.min_actions, targets, must_answer=True)
-                except SchemaError as e:
-                    raise TrajectoryEnd("invalid_reasoner_reply", str(e)[:300]) from None
+                step = await decide(must_answer=True)
             thought = " ".join(step.thought.split())
             if step.action == "final_answer":
                 letter, _why = option_letter(step.argument, mcq.options)  # names its text
