@@ -156,3 +156,18 @@ def make_run(root: Path, truth: GroundTruth, n: int | None = None) -> RunDir:
 
 def models_for(cfg: Config, run: RunDir) -> Models:
     return Models(cfg, ResponseCache(run.cache_path))
+
+
+async def run_scripted_cot(root: Path, agents: Agents, truth: GroundTruth, n: int | None = 1,
+                           **cot: Any) -> tuple[RunDir, list[dict[str, Any]]]:
+    """Stage 3 over the first `n` MCQs of `truth` with `agents` on a loopback server and the
+    given `synth.cot` settings: the run directory and the Reasoner requests the server got."""
+    from rewatch.models.scripted_server import ScriptedTestServer
+    from rewatch.synth.cot import synthesize_cot
+
+    run = make_run(root, truth, n)
+    with ScriptedTestServer(agents) as srv:
+        cfg = scripted_config(srv.base_url, **cot)
+        await synthesize_cot(run, cfg, models_for(cfg, run))
+        requests = list(srv.requests)
+    return run, [r for r in requests if is_reasoner(r)]

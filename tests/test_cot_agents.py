@@ -18,6 +18,7 @@ from cot_scripted import (
     models_for,
     options_of,
     reasoner_enum,
+    run_scripted_cot,
     schema_of,
     scripted_config,
     step,
@@ -86,12 +87,9 @@ async def test_a_repeat_after_min_actions_is_asked_again_as_the_answer(tmp_path)
             return evidence_reasoner(messages)  # the re-ask: answers from the evidence
         return step("look", "segment_retrieval", "What colour is the circle")
 
-    agents = Agents(reasoner=repeat_then_answer)
-    run = make_run(tmp_path, TRUTH, 1)
-    with ScriptedTestServer(agents) as srv:
-        cfg = scripted_config(srv.base_url, min_actions=2, answer_on_repeat=True)
-        await synthesize_cot(run, cfg, models_for(cfg, run))
-        schemas = [schema_of(r) for r in srv.requests if is_reasoner(r)]
+    run, asked = await run_scripted_cot(tmp_path, Agents(reasoner=repeat_then_answer), TRUTH,
+                                        min_actions=2, answer_on_repeat=True)
+    schemas = [schema_of(r) for r in asked]
     kept = list(run.file("cot.jsonl").read())
     assert len(calls) == 4 and len(kept) == 1, list(run.file("rejected.jsonl").read())
     assert "anyOf" not in json.dumps(schemas[3]) and "final_answer" in json.dumps(schemas[3])
@@ -108,12 +106,10 @@ async def test_a_repeat_after_min_actions_is_asked_again_as_the_answer(tmp_path)
 async def test_after_a_retrieval_the_query_may_name_only_moments_it_found(tmp_path):
     """`query_found`: the step after a segment_retrieval offers segment_query only the stamps
     of lines that retrieval returned; the step after a query offers every line again."""
-    agents = Agents()  # evidence_reasoner: retrieve, query a stamp it saw, answer
-    run = make_run(tmp_path, TRUTH, 1)
-    with ScriptedTestServer(agents) as srv:
-        cfg = scripted_config(srv.base_url, query_found=True, min_actions=2)
-        await synthesize_cot(run, cfg, models_for(cfg, run))
-        schemas = [reasoner_enum(r) for r in srv.requests if is_reasoner(r)]
+    # evidence_reasoner: retrieve, query a stamp it saw, answer
+    run, asked = await run_scripted_cot(tmp_path, Agents(), TRUTH, query_found=True,
+                                        min_actions=2)
+    schemas = [reasoner_enum(r) for r in asked]
     kept = list(run.file("cot.jsonl").read())
     assert kept, list(run.file("rejected.jsonl").read())
     first = kept[0]["trajectory"][0]["observation"]

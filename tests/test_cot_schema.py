@@ -17,6 +17,7 @@ from cot_scripted import (
     models_for,
     options_of,
     reasoner_enum,
+    run_scripted_cot,
     schema_of,
     scripted_config,
     step,
@@ -304,15 +305,12 @@ async def test_answer_at_limit_leaves_only_the_answer_on_the_last_step(tmp_path)
         n = sum(1 for m in messages if m["role"] == "assistant")
         return step("keep looking", "segment_query", f"00:{n:02d}")
 
-    agents = Agents(reasoner=wander)
-    run = make_run(tmp_path, TRUTH, 1)
-    with ScriptedTestServer(agents) as srv:
-        cfg = scripted_config(srv.base_url, max_steps=3, answer_at_limit=True)
-        await synthesize_cot(run, cfg, models_for(cfg, run))
-        schemas = [schema_of(r) for r in srv.requests if is_reasoner(r)]
+    run, asked = await run_scripted_cot(tmp_path, Agents(reasoner=wander), TRUTH, max_steps=3,
+                                        answer_at_limit=True)
+    schemas = [schema_of(r) for r in asked]
     assert "anyOf" in schemas[0] and "anyOf" in schemas[1]
     last = schemas[2]  # one object: the answer, an option's text
-    options = options_of(next(r for r in srv.requests if is_reasoner(r))["messages"])
+    options = options_of(asked[0]["messages"])
     assert last["properties"]["action"]["const"] == "final_answer"
     assert last["properties"]["argument"]["enum"] == [options[k] for k in LETTERS]
     rejected = list(run.file("rejected.jsonl").read())
