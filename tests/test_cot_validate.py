@@ -9,7 +9,7 @@ import pytest
 
 from rewatch.schema import CoTStep
 from rewatch.synth.cot_convert import render_chain
-from rewatch.synth.cot_validate import check_tags, validate_chain
+from rewatch.synth.cot_validate import check_tags, unsupported_words, validate_chain
 
 TRAJ = [
     CoTStep(thought="find it", action='segment_retrieval("red circle appears")',
@@ -92,6 +92,15 @@ def test_prose_that_invents_facts_the_caption_never_mentions_is_rejected():
         r.detail.removeprefix("the reasoning states ").removesuffix(", never observed")
         .split(", "))
     assert check(chain(conclusion="I counted it twice, so it is red.")).reason == "prose_adds_facts"
+
+
+def test_nouns_and_adverbs_of_observed_words_are_no_new_facts():
+    evidence = ["A red circle moves right and appears, quick"]
+    said = "The movement and appearance of the circle, quickly, and its movements"
+    assert unsupported_words(said, evidence) == []
+    # ... but only of words the evidence holds: a derived word of something unseen is new
+    assert unsupported_words("Its rotation and brightness", evidence) == ["rotation",
+                                                                          "brightness"]
 
 
 def test_plain_reasoning_sentences_pass():

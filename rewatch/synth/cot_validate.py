@@ -21,7 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rewatch.schema import CoTStep, mmss
-from rewatch.synth.tools import ArgumentError, content_words, parse_action, parse_timestamp
+from rewatch.synth.tools import (
+    ArgumentError,
+    content_words,
+    parse_action,
+    parse_timestamp,
+    stem,
+)
 from rewatch.text import option_letter
 
 # Words an observation may use to talk about watching, not about the video's content.
@@ -62,16 +68,34 @@ class ChainCheck:
     words: tuple[str, ...] = ()  # prose_adds_facts: the words no evidence holds
 
 
+# Suffixes that make a noun or adverb of a word without adding a fact: "movement" of "moves",
+# "appearance" of "appears", "quickly" of "quick" (the 1.5B converter writes these; 2 of the
+# 8 words of one demo run's prose_adds_facts rejections were such nouns of observed verbs).
+DERIVATIONAL = ("ment", "ance", "ence", "ness", "ion", "ly")
+
+
+def _derived_from(word: str, known: set[str]) -> bool:
+    """Whether a word (or its singular) is a word with a known stem plus one `DERIVATIONAL`
+    suffix."""
+    singular = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+    for suffix in DERIVATIONAL:
+        base = singular[: -len(suffix)]
+        if singular.endswith(suffix) and len(base) >= 3 and stem(base) in known:
+            return True
+    return False
+
+
 def unsupported_words(text: str, evidence: Iterable[str], allowed: Iterable[str] = ()) -> list[str]:
     """Content words of `text` (as written) whose stems occur in none of `evidence` (nor in
-    `allowed`, a set of stems)."""
+    `allowed`, a set of stems), directly or as a `DERIVATIONAL` form of one."""
     known = set(allowed)
     for e in evidence:
         known.update(content_words(e))
     out: list[str] = []
     for word in re.findall(r"[a-z0-9]+", text.lower()):
         stems = content_words(word)  # [] for a stopword
-        if stems and stems[0] not in known and word not in out:
+        if stems and stems[0] not in known and not _derived_from(word, known) \
+                and word not in out:
             out.append(word)
     return out
 
