@@ -15,7 +15,7 @@ from rewatch.train.grpo import COMPONENTS, train_grpo
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # SFT + 2 GRPO steps: ~4 min on a quiet 2-core box, far more when shared
+@pytest.mark.timeout(1800)  # SFT + 2 GRPO steps: ~5 min on a 2-core box, far more when shared
 def test_grpo_from_the_sft_checkpoint(tmp_path_factory: pytest.TempPathFactory,
                                       tmp_path: Path) -> None:
     import torch
@@ -36,19 +36,20 @@ def test_grpo_from_the_sft_checkpoint(tmp_path_factory: pytest.TempPathFactory,
     for name in COMPONENTS:
         assert all(f"rewards/{name}/mean" in row for row in steps), name
 
-    def values(name: str) -> list[float]:  # None / NaN: not computed at that step
-        vals = [row[f"rewards/{name}/mean"] for row in steps]
-        return [v for v in vals if v is not None and math.isfinite(v)]
+    def finite(v: float | None) -> float:  # None / NaN: not computed at that step
+        return v if v is not None and math.isfinite(v) else -math.inf
+
+    def values(name: str) -> list[float]:
+        return [v for row in steps if (v := finite(row[f"rewards/{name}/mean"])) > -math.inf]
 
     assert values("format_reward")  # r_fmt is computed for every completion
     assert values("accuracy_reward") and all(0 <= v <= 1 for v in values("accuracy_reward"))
-    # a 2-step student is near chance: in some runs (CI, 2026-12-01) no completion of the two
-    # steps names the key. Either some do and are judged, or none does and r = r_fmt
-    if max(values("accuracy_reward")) > 0:
-        assert values("observation_reward") and values("reasoning_reward")
-        assert max(values("orr_reward")) > 0  # r_acc · (1 + r_obs + r_rea) + r_fmt
-    else:
-        assert values("orr_reward") == pytest.approx(values("format_reward"))
+    # the student has seen these prompts' chains: some rollouts name the key, and those are
+    # judged (r_obs, r_rea) and score r_acc · (1 + r_obs + r_rea) + r_fmt above r_fmt
+    assert max(values("accuracy_reward")) > 0, steps
+    assert values("observation_reward") and values("reasoning_reward"), steps
+    assert any(finite(row["rewards/orr_reward/mean"]) > finite(row["rewards/format_reward/mean"])
+               for row in steps), steps
     assert "orr/judge_skipped" in {k for row in logs for k in row}
     before = load_file(str(init / "model" / "model.safetensors"))
     after = load_file(str(r.model / "model.safetensors"))

@@ -56,7 +56,7 @@ def test_sft_trains_logs_each_task_and_lowers_the_loss(student: Path, tmp_path: 
     from rewatch.data.export import trl_text_record
 
     summary = json.loads((student / "summary.json").read_text())
-    assert summary["steps"] == 8 and summary["tokens"] > 0 and summary["peak_rss_mb"] > 0
+    assert summary["steps"] == 10 and summary["tokens"] > 0 and summary["peak_rss_mb"] > 0
     logs = [json.loads(x) for x in (student / "log.jsonl").read_text().splitlines()]
     logged = {k for r in logs for k in r}
     assert {"loss", "loss_caption", "loss_direct", "loss_think"} <= logged
@@ -114,7 +114,8 @@ def test_rewatch_eval_runs_the_checkpoint(student: Path, tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(student: Path, tmp_path: Path) -> None:
-    ckpt = student / "checkpoint-8"
+    n = json.loads((student / "summary.json").read_text())["steps"]
+    ckpt = student / f"checkpoint-{n}"
     assert ckpt.is_dir()
     out = tmp_path / "resumed"
     (out / ckpt.name).mkdir(parents=True)
@@ -122,14 +123,14 @@ def test_resume_continues_from_the_last_checkpoint(student: Path, tmp_path: Path
         os.link(f, out / ckpt.name / f.name)
     cfg = student_config()
     data = small_sft_data(pipeline_run(student.parent), cfg)
-    r = train_sft(student.parent / "pipeline_run", out, cfg, resume=True, max_steps=9,
+    r = train_sft(student.parent / "pipeline_run", out, cfg, resume=True, max_steps=n + 1,
                   gguf=False, data=data)
-    assert r.summary["resumed_from"].endswith("checkpoint-8") and r.summary["steps"] == 9
+    assert r.summary["resumed_from"].endswith(ckpt.name) and r.summary["steps"] == n + 1
     logs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    # the history of steps 1-8 comes back from the checkpoint; one step was trained
-    assert [r["step"] for r in logs if "loss" in r] == list(range(1, 10))
+    # the history of steps 1-n comes back from the checkpoint; one step was trained
+    assert [r["step"] for r in logs if "loss" in r] == list(range(1, n + 2))
     first = [json.loads(x) for x in (student / "log.jsonl").read_text().splitlines()]
-    assert [r["loss"] for r in logs[:8]] == [r["loss"] for r in first if "loss" in r]
+    assert [r["loss"] for r in logs[:n]] == [r["loss"] for r in first if "loss" in r]
     assert r.summary["tokens"] < 600  # one sample's tokens, not the whole epoch again
 
 

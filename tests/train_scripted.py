@@ -144,8 +144,8 @@ def student_config() -> Config:
     g = cfg.train.grpo
     g.batch_size = g.num_generations = 4
     g.max_completion_length, g.learning_rate, g.max_steps = 160, 1e-5, 2
-    # the 8-step student repeats its two memorised chains almost word for word: at the paper's
-    # 0.8 / 0.9 a group of rollouts can be identical (zero advantage, no update), so the test
+    # the 10-step student repeats its two memorised chains almost word for word: at the paper's
+    # 0.8 / 0.9 a group of rollouts is often identical (zero advantage, no update), so the test
     # samples wider
     g.temperature, g.top_p = 1.0, 1.0
     return cfg
@@ -153,8 +153,10 @@ def student_config() -> Config:
 
 def small_sft_data(run: Path, cfg: Config) -> Any:
     """A task-balanced slice of the run's SFT set: the shortest caption and direct samples and
-    the two shortest chains three times each (8 steps at batch size 1), so the student learns
-    the chain format in one short epoch."""
+    the two shortest chains four times each (10 steps at batch size 1), so the student learns
+    the chain format and these two chains in one short epoch. The RL set is the two MCQs those
+    chains answer, with the same prompts: GRPO starts from a policy that has seen them (the
+    paper's "strong initial policy"), so some rollouts name the key and are judged."""
     from rewatch.data.export import build_data
 
     data = build_data(run, cfg, embedder=None)
@@ -165,9 +167,11 @@ def small_sft_data(run: Path, cfg: Config) -> Any:
     pick = {t: sorted((s for s in data.sft_train if s.task == t), key=size)
             for t in ("caption", "direct", "think")}
     assert all(pick.values()), {t: len(v) for t, v in pick.items()}
-    data.sft_train = [pick["caption"][0], pick["direct"][0], *pick["think"][:2] * 3]
-    chains = {s.qa_id for s in pick["think"][:2]}
-    data.rl_train = [s for s in data.rl_train if s.qa_id in chains]
+    chains = pick["think"][:2]
+    data.sft_train = [pick["caption"][0], pick["direct"][0], *chains * 4]
+    # not the chains' other MCQ reformulations: their letters differ from what was learnt
+    seen = {(s.prompt, s.answer) for s in chains}
+    data.rl_train = [s for s in data.rl_train if (s.prompt, s.answer) in seen]
     return data
 
 
