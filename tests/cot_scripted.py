@@ -46,17 +46,12 @@ def answer(messages: list[dict[str, Any]], letter: str, thought: str = "I know i
     return step(thought, "final_answer", options_of(messages)[letter])
 
 
-def query_of(question: str) -> str:
-    """A retrieval query from a question's words (a query holds no time: QUERY_PATTERN)."""
-    return " ".join(re.sub(r"[^A-Za-z' -]", " ", question).split())[:80]
-
-
 def evidence_reasoner(messages: list[dict[str, Any]]) -> dict[str, Any]:
     """Search with the question, look at the first timestamp seen, answer from the evidence."""
     n = sum(1 for m in messages if m["role"] == "assistant")
     question = re.search(r"Question: (.+)", messages[1]["content"]).group(1)
     if n == 0:
-        return step("I should find this moment.", "segment_retrieval", query_of(question))
+        return step("I should find this moment.", "segment_retrieval", question[:80])
     if n == 1:
         stamps = re.findall(r"\d{2}:\d{2}", observations(messages))
         return step("Let me look closer.", "segment_query", stamps[0] if stamps else "00:00")

@@ -86,8 +86,6 @@ def test_reasoner_schema_constrains_every_argument(index):
            {"thought": "", "action": "segment_query", "argument": "00:03"},  # no line starts
            {"thought": "", "action": "segment_query", "argument": "Amaranthia marina"},
            {"thought": "", "action": "segment_retrieval", "argument": "00:01"},  # a time
-           {"thought": "", "action": "segment_retrieval", "argument": "the circle at 00:01"},
-           {"thought": "", "action": "segment_retrieval", "argument": "the 3 circles"},
            {"thought": "", "action": "segment_retrieval", "argument": "x"},  # too short
            {"thought": "", "action": "segment_retrieval", "argument": 'say "hi"'},
            {"thought": "", "action": "segment_retrieval", "argument": "a" * 81},

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cot_scripted import Agents, observations, options_of, query_of, step
+from cot_scripted import Agents, observations, options_of, step
 from qa_scripted import Panel, Q
 
 from rewatch.config import Config, ModelSpec
@@ -56,7 +56,7 @@ def one_look_reasoner(messages: list[dict[str, Any]]) -> dict[str, Any]:
     chains keep the CPU training tests short)."""
     if sum(1 for m in messages if m["role"] == "assistant") == 0:
         question = re.search(r"Question: (.+)", messages[1]["content"]).group(1)
-        return step("I should find this moment.", "segment_retrieval", query_of(question))
+        return step("I should find this moment.", "segment_retrieval", question[:80])
     seen = observations(messages).lower()
     named = [k for k, v in options_of(messages).items()
              if re.search(rf"\b{re.escape(v.lower())}\b", seen)]

@@ -48,13 +48,11 @@ class ReasonerStep(BaseModel):
     argument: str = Field(max_length=400)
 
 
-# A retrieval query is a description: words, never a time (a timestamp belongs to
-# segment_query; retrieval matches the lines' words, and the 1.5B Reasoner's queries "at 00:02"
-# found lines at other times, which it then answered from), so it holds no digit or colon, and
-# no quote, backslash or control character; it starts with a letter and is 3-80 characters long.
-# The pattern carries the length because llama.cpp's grammar converter uses the pattern and
-# ignores maxLength when both are given.
-QUERY_PATTERN = r'^[A-Za-z][^"\\:0-9\x00-\x1f\x7f]{2,79}$'
+# A retrieval query is a description: it starts with a letter (so never a timestamp, which
+# belongs to segment_query), holds no quote, backslash or control character, and is 3-80
+# characters long. The pattern carries the length because llama.cpp's grammar converter uses the
+# pattern and ignores maxLength when both are given.
+QUERY_PATTERN = r'^[A-Za-z][^"\\\x00-\x1f\x7f]{2,79}$'
 # An observation is text about what is seen: it starts with a letter and holds no colon, so it
 # cannot be a bare timestamp (the lines it uses are cited in `timestamps`); 8-300 characters.
 OBSERVATION_PATTERN = r'^[A-Za-z][^"\\:\x00-\x1f\x7f]{7,299}$'
