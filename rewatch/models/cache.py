@@ -56,7 +56,7 @@ class ResponseCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._wal()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, text TEXT,"
             " usage TEXT, created REAL)"
@@ -66,6 +66,20 @@ class ResponseCache:
             " sha256 TEXT, PRIMARY KEY (path, size, mtime_ns))"
         )
         self._db.commit()
+
+    def _wal(self, seconds: float = 30.0) -> None:
+        """Switch the file to WAL (it stays so). Processes opening a new cache at once (Ray
+        workers) can get "database is locked" here without SQLite's busy timeout applying, so
+        the switch is retried for up to `seconds`."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def get(self, key: str) -> tuple[str, dict[str, int]] | None:
         with self._lock:
