@@ -234,6 +234,16 @@ def test_answer_hint_is_a_detail_the_summary_lacks():
                                  "circle leaves?"})
     with pytest.raises(ValidationError):
         about.model_validate({"answer": "triangle", "question": "What is the summary?"})
+    # anchor_time: the line's time, after a space, and no other digit (demo run c5e505d: 7 of
+    # 36 questions glued a time to a word or listed other times)
+    timed = fixed_answer_schema(None, ("00:03",))
+    assert timed.model_validate({"answer": "2", "question": "How many objects are on screen "
+                                 "just after 00:03?"})
+    assert timed.model_validate({"answer": "red", "question": "At 00:03, what appears?"})
+    for glued in ("Which way does it move slowly00:03?", "What appears at 00:03 and 00:04?",
+                  "What appears at 00:03 and at 400:02?", "What appears at 00:08?"):
+        with pytest.raises(ValidationError):
+            timed.model_validate({"answer": "red", "question": glued})
 
 
 def test_generation_checks_name_the_defect():

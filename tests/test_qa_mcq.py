@@ -157,3 +157,22 @@ async def test_count_items_skip_the_key_check_only_when_configured():
     with pytest.raises(KeyError):
         await checked_options(rec, ["two", "four", "one", "five"], [], "C", "k", "", Config(),
                               no_models, None)  # type: ignore[arg-type]
+
+
+def test_the_words_beside_the_answer_in_its_evidence_are_no_distractor():
+    """Demo run c5e505d keyed "top" for "Where does the cyan rectangle appear at 00:03?" over
+    "[00:03-00:03] A cyan rectangle appears at the top right." with "right" among the
+    distractors: true as well. The other half of the answer's phrase goes; other
+    positions stay."""
+    evidence = ["[00:03-00:03] A cyan rectangle appears at the top right."]
+    kept, dropped = clean_distractors("top", ["right", "left", "bottom", "objects"], evidence)
+    assert kept == ["left", "bottom", "objects"]
+    assert dropped == [{"text": "right", "reason": "beside_answer_in_evidence"}]
+    # "and" between them still reads as one fact; a word further away is another object's
+    moving = ["[00:02-00:05] A red circle moves right and up. A blue square stays."]
+    kept, dropped = clean_distractors("right", ["up", "left", "down"], moving)
+    assert kept == ["left", "down"] and dropped[0]["text"] == "up"
+    kept, _ = clean_distractors("red", ["blue", "green"], moving)
+    assert kept == ["blue", "green"]
+    # without evidence nothing is dropped this way
+    assert clean_distractors("top", ["right"])[0] == ["right"]

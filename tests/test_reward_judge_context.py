@@ -39,10 +39,10 @@ QUESTION = "What lands on the roof of the library?"
 OPTIONS = {"A": "a pigeon", "B": "a purple kite", "C": "a red ball", "D": "a drone"}
 
 
-def response(action: str) -> str:
-    return (f"I look for the roof.\n<action>{action}</action>\n<observation>A purple kite "
-            f"lands on the roof of the old library.</observation>\nSo it is the kite.\n"
-            f"<answer>B</answer>")
+def response(action: str, observation: str = "A purple kite lands on the library roof.") -> str:
+    # not the caption's clause word for word: a verbatim quote is scored without the judge
+    return (f"I look for the roof.\n<action>{action}</action>\n<observation>{observation}"
+            f"</observation>\nSo it is the kite.\n<answer>B</answer>")
 
 
 @pytest.mark.parametrize("action", [
@@ -64,6 +64,24 @@ async def test_judge_is_shown_the_line_the_step_retrieved(action: str) -> None:
     assert KITE_LINE in shown.splitlines(), shown[:300]
     assert len(shown) < 2000  # the lines that matter, not the whole hour
     assert b.obs == 1.0 and b.overall == 4.0
+
+
+@pytest.mark.parametrize(("action", "observation", "calls"), [
+    ('segment_query("50:12")', "At 50:10-50:20: " + KITE, 0),  # the caption's clause, its time
+    ('segment_query("50:12")', KITE, 0),  # no stamp of its own: the action's time
+    ('segment_query("20:00")', "At 50:10-50:20: " + KITE, 1),  # another moment than re-watched
+    ('segment_query("50:12")', "A purple kite lands on the roof.", 1),  # part of the clause
+    ('segment_retrieval("kite on the roof")', KITE, 1),  # no time named: the judge decides
+])
+async def test_a_verbatim_quote_at_the_step_s_time_needs_no_judge(
+        action: str, observation: str, calls: int) -> None:
+    with ScriptedTestServer(judge_reply) as srv:
+        judge = RewardJudge(OpenAIChatModel("scripted", srv.base_url, max_retries=0))
+        b = await score(response(action, observation), answer="B", caption=CAPTION,
+                        question=QUESTION, judge=judge, options=OPTIONS)
+    asked = [r for r in srv.requests if "observation" in data_of(r)]
+    assert len(asked) == calls and judge.stats["observation_quoted"] == 1 - calls
+    assert b.obs == (1.0 if calls == 0 or action != 'segment_query("20:00")' else 0.0)
 
 
 def test_retrieved_and_time_named_lines_together() -> None:

@@ -130,6 +130,44 @@ def caption_window(caption: str, action: str, *, window_s: float = 30.0,
     return text if len(text) <= max_chars + 40 else text[:max_chars] + "\n[… caption cut]"
 
 
+_SPAN = rf"{_CLOCK}(?:\s*-\s*{_CLOCK})?"
+_AT_STAMPS = re.compile(rf"^\s*(?:at\s+)?({_SPAN}(?:\s*,\s*{_SPAN})*)\s*:\s*", re.I)
+_CLAUSE_END = re.compile(r"[;.!?](?:\s|$)")
+
+
+def _clauses(text: str) -> list[str]:
+    """A text's clauses (split at `;` and sentence ends), lowercased, words only."""
+    out = (" ".join(re.findall(r"[a-z0-9]+", c.lower())) for c in _CLAUSE_END.split(text))
+    return [c for c in out if c]
+
+
+def quotes_caption(caption: str, action: str, observation: str, tolerance_s: float = 0.5
+                   ) -> bool:
+    """Is every clause of the observation a whole clause of a C_detail line at a time the step
+    names (the observation's leading "At MM:SS:" stamps, else the action's)? Such an
+    observation is C_detail's own words at that time, supported by definition, and is scored
+    without a judge call. (On the demo's chains, whose Observer quotes, the 1.5B judge marked
+    23 of 25 verbatim quotes unsupported, reading "00:03" as "00:03:00".) Part of a clause does
+    not count ("picks up the cup" of "no one picks up the cup"): anything else goes to the
+    judge."""
+    def near(text: str) -> list[tuple[float, float]]:
+        spans = [[parse_time(t) for t in _CLOCK_RE.findall(x)] for x in re.findall(_SPAN, text)]
+        return [(min(t) - tolerance_s, max(t) + tolerance_s) for t in spans]
+
+    m = _AT_STAMPS.match(observation)
+    acted, stated = near(action), near(m.group(1)) if m else []
+    if stated and acted and not all(any(b >= c and a <= d for c, d in acted)
+                                    for a, b in stated):
+        return False  # it quotes another moment than the one re-watched
+    near = stated or acted
+    if not near:
+        return False
+    said = {c for a, b, text, _raw in _timed_lines(caption)
+            if any(b >= lo and a <= hi for lo, hi in near) for c in _clauses(text)}
+    clauses = _clauses(observation[m.end():] if m else observation)
+    return bool(clauses) and all(c in said for c in clauses)
+
+
 @cache
 def answer_schema(kind: AnswerKind, letters: tuple[str, ...] = ()) -> type[BaseModel]:
     """The reply schema of M_infer: one option letter, one whole number, or short text."""

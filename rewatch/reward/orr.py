@@ -18,7 +18,7 @@ from typing import Any
 
 from rewatch.models.base import ChatModel
 from rewatch.reward.answers import AnswerKind, answer_kind, rule_accuracy
-from rewatch.reward.judges import JudgeError, RewardJudge
+from rewatch.reward.judges import JudgeError, RewardJudge, quotes_caption
 from rewatch.reward.parse import MAX_CHARS, MAX_STEPS, ParsedResponse, Step, parse_response
 
 
@@ -108,11 +108,11 @@ def _judgeable(steps: list[Step], judge: RewardJudge | None) -> list[Step]:
 
 
 def _planned_calls(steps: list[Step], kind: AnswerKind, w: RewardWeights,
-                   max_steps: int, judge: RewardJudge | None) -> int:
+                   max_steps: int, judge: RewardJudge | None, caption: str) -> int:
     if len(steps) > max_steps:
         return 0
     judged = {(s.action, s.observation) for s in _judgeable(steps, judge)}
-    n = len(judged) if w.w_obs else 0
+    n = sum(not quotes_caption(caption, *pair) for pair in judged) if w.w_obs else 0
     if w.w_rea and judged:
         n += 1 + (kind == "free")
     return n
@@ -120,16 +120,20 @@ def _planned_calls(steps: list[Step], kind: AnswerKind, w: RewardWeights,
 
 async def observation_reward(steps: list[Step], caption: str, judge: RewardJudge,
                              max_steps: int = MAX_STEPS) -> tuple[float, list[bool], int]:
-    """r_obs: the mean verdict over steps (identical steps judged once). Returns the reward,
-    the per-step verdicts and the number of judge calls."""
+    """r_obs: the mean verdict over steps (identical steps judged once; a step quoting C_detail
+    at its own time is supported without a call, `quotes_caption`). Returns the reward, the
+    per-step verdicts and the number of judge calls."""
     if not steps or len(steps) > max_steps:
         return 0.0, [False] * len(steps), 0
     unique = list(dict.fromkeys((s.action, s.observation) for s in _judgeable(steps, judge)))
+    by_pair = {pair: True for pair in unique if quotes_caption(caption, *pair)}
+    judged = [pair for pair in unique if pair not in by_pair]
+    judge.stats["observation_quoted"] += len(by_pair)
     verdicts = await gather_or_cancel(*(judge.observation_verdict(caption, a, o)
-                                        for a, o in unique))
-    by_pair = {pair: v.supported for pair, v in zip(unique, verdicts, strict=True)}
+                                        for a, o in judged))
+    by_pair |= {pair: v.supported for pair, v in zip(judged, verdicts, strict=True)}
     per_step = [by_pair.get((s.action, s.observation), False) for s in steps]
-    return sum(per_step) / len(per_step), per_step, len(unique)
+    return sum(per_step) / len(per_step), per_step, len(judged)
 
 
 async def reasoning_reward(steps: list[Step], question: str, answer: str,
@@ -202,7 +206,7 @@ async def score(response: str, *, answer: str, caption: str, question: str,
             elif acc is None:
                 b.problems.append("needs_judge: a free-form answer is scored by a judge")
             b.acc = acc
-        planned = _planned_calls(parsed.steps, kind, weights, max_steps, rj)
+        planned = _planned_calls(parsed.steps, kind, weights, max_steps, rj, caption)
         if b.acc == 0:
             b.judge_skipped, b.skip_reason, b.judge_calls_saved = True, "acc=0", planned
         elif not weights.needs_judge:

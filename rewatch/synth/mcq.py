@@ -10,6 +10,7 @@ the other letters in a seeded shuffle.
 from __future__ import annotations
 
 import random
+import re
 import string
 from collections import Counter
 from collections.abc import Iterable
@@ -116,9 +117,30 @@ def nearby_numbers(answer: str, n: int) -> list[str]:
     return out
 
 
-def clean_distractors(answer: str, raw: Iterable[str]) -> tuple[list[str], list[dict[str, str]]]:
+_SENTENCE = re.compile(r"[.;!?](?:\s|$)")
+
+
+def beside_answer(answer: str, text: str, evidence: Iterable[str]) -> bool:
+    """The distractor's words stand right beside the answer's in a sentence of an evidence line
+    ("right" in "appears at the top right" when the key is "top"; an "and" between them counts
+    as beside): the other half of the same fact, so it is true as well."""
+    a, d = normalize_answer(answer).split(), normalize_answer(text).split()
+    sentences = [s for line in evidence for s in _SENTENCE.split(line.split("]", 1)[-1])]
+    for sentence in sentences if a and d else ():
+        w = [x for x in normalize_answer(sentence).split() if x != "and"]
+        for i in range(len(w) - len(a) + 1):
+            if w[i:i + len(a)] == a and d in (w[i + len(a):i + len(a) + len(d)],
+                                              w[max(0, i - len(d)):i]):
+                return True
+    return False
+
+
+def clean_distractors(answer: str, raw: Iterable[str], evidence: Iterable[str] = ()
+                      ) -> tuple[list[str], list[dict[str, str]]]:
     """Keep distinct distractors that are not the answer in other words (and, for a count,
-    are counts too); say why others go."""
+    are counts too), nor the words beside it in its evidence lines (`beside_answer`); say why
+    others go."""
+    lines = tuple(evidence)
     kept: list[str] = []
     dropped: list[dict[str, str]] = []
     a_norm, a_tok = normalize_answer(answer), answer_tokens(answer)
@@ -137,6 +159,8 @@ def clean_distractors(answer: str, raw: Iterable[str]) -> tuple[list[str], list[
             why = "duplicate"
         elif a_tok and (a_tok <= tok or (tok and tok <= a_tok)):
             why = "overlaps_answer"
+        elif beside_answer(answer, t, lines):
+            why = "beside_answer_in_evidence"
         else:
             seen.add(n)
             kept.append(t)
@@ -201,12 +225,12 @@ async def reformulate_mcq(qa: QARecord, caption: CaptionRecord, cfg: Config, mod
             distractor_schema(want), 24 * want + 40, tally, "distractors")
     except SchemaError as e:
         return [], {"reason": "distractor_schema_error", "error": str(e)[:300]}
-    pool, dropped = clean_distractors(qa.answer, got.distractors)
+    pool, dropped = clean_distractors(qa.answer, got.distractors, qa.evidence)
     ev["proposed"], ev["dropped"] = list(got.distractors), dropped
     if q.caption_distractors and len(pool) < want:
         extra = (nearby_numbers(qa.answer, want) if as_number(qa.answer) is not None
                  else caption_distractors(caption, qa, cfg.synth.seed))
-        pool, _more = clean_distractors(qa.answer, [*pool, *extra])
+        pool, _more = clean_distractors(qa.answer, [*pool, *extra], qa.evidence)
         ev["from_caption"] = [t for t in pool if t in extra]
     if len(pool) < need:
         return [], ev | {"reason": f"too_few_distractors: {len(pool)} distinct, need {need}"}
