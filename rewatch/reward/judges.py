@@ -159,11 +159,11 @@ def quotes_caption(caption: str, action: str, observation: str, tolerance_s: flo
     if stated and acted and not all(any(b >= c and a <= d for c, d in acted)
                                     for a, b in stated):
         return False  # it quotes another moment than the one re-watched
-    near = stated or acted
-    if not near:
+    at = stated or acted
+    if not at:
         return False
     said = {c for a, b, text, _raw in _timed_lines(caption)
-            if any(b >= lo and a <= hi for lo, hi in near) for c in _clauses(text)}
+            if any(b >= lo and a <= hi for lo, hi in at) for c in _clauses(text)}
     clauses = _clauses(observation[m.end():] if m else observation)
     return bool(clauses) and all(c in said for c in clauses)
 
