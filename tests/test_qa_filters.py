@@ -348,3 +348,23 @@ def test_a_count_another_count_contradicts_at_the_same_second_is_no_target():
     assert "Three objects are on screen now." in targets
     assert not {"Two objects are on screen now.", "Five objects are on screen now."} & \
         set(targets)
+
+
+def test_which_way_is_not_asked_of_a_line_where_nothing_moves():
+    """Demo run be00494 accepted "Which direction does the green square move ... at 00:01?" ->
+    "left" over "The green square stays still at the top left."."""
+    from rewatch.schema import CaptionLine
+    from rewatch.synth.qa import generation_checks
+
+    def check(question: str, text: str) -> str | None:
+        line = CaptionLine(start=1, end=6, text=text)
+        return generation_checks(Candidate("id", "gen", 0, "v", question, "left", "action",
+                                           ["00:01"], [line]), set())
+
+    still = "The green square stays still at the top left."
+    assert check("Which direction does the green square move at 00:01?", still) == \
+        "answer_type_mismatch: asks which way it moves; its evidence shows no motion"
+    assert check("Which way does the green square go at 00:01?", still) is not None
+    assert check("Which direction does the green square move at 00:01?",
+                 "The green square moves left slowly.") is None
+    assert check("Where is the green square at 00:01?", still) is None  # a place, not a way

@@ -83,7 +83,8 @@ def test_short_pool_is_filled_from_the_caption():
     from rewatch.schema import QARecord
     from rewatch.synth.mcq import caption_distractors, reformulate_mcq
 
-    q = Q("What appears when the red circle leaves?", "triangle", evidence=("00:09",),
+    # an answer of no one kind (a shape alone would be filled with other shapes)
+    q = Q("What appears when the red circle leaves?", "yellow triangle", evidence=("00:09",),
           distractors=("...", "..."))
     events = [(0, 1, "a brown dog barks"), (1, 2, "a grey cat jumps"), (2, 3, "a small bird sings"),
               (3, 4, "a white horse runs"), (4, 5, "a gold fish swims"),
@@ -176,3 +177,39 @@ def test_the_words_beside_the_answer_in_its_evidence_are_no_distractor():
     assert kept == ["blue", "green"]
     # without evidence nothing is dropped this way
     assert clean_distractors("top", ["right"])[0] == ["right"]
+
+
+def test_the_caption_fill_offers_words_of_the_answer_s_kind():
+    """A colour gets colours, a place gets places: demo run be00494's fill offered "centre" and
+    "slowly" for a colour and "objects", "large", "slowly" for where a blob appears."""
+    from qa_scripted import shapes_caption
+
+    from rewatch.schema import QARecord
+    from rewatch.synth.mcq import caption_distractors, detail_kind
+    from rewatch.video.stats import NAMED_COLOURS
+
+    assert detail_kind("What colour is the square?", "dark gray") == "colour"
+    assert detail_kind("Where does the blob appear?", "top left") == "position"
+    assert detail_kind("Which way does the blob move?", "left") == "direction"
+    assert detail_kind("Where is the blob?", "left") == "position"
+    assert detail_kind("What appears?", "a small bird") is None
+    events = [(0, 1, "a red circle appears on the left"), (1, 2, "the circle moves slowly"),
+              (2, 3, "a large blue square is at the top"), (3, 4, "many objects are on screen"),
+              (4, 6, "a green triangle appears in the centre")]
+    cap = shapes_caption("kinds", events, summary="")
+
+    def fill(question: str, answer: str, evidence: str) -> list[str]:
+        rec = QARecord(id="q-" + answer, video_id="kinds", question=question, answer=answer,
+                       qtype="attribute", evidence=[evidence])
+        return caption_distractors(cap, rec)
+
+    colours = fill("What colour is the triangle at 00:04?", "green",
+                   "[00:04-00:06] a green triangle appears in the centre")
+    assert colours and all(w in NAMED_COLOURS for w in colours) and "green" not in colours
+    places = fill("Where does the triangle appear at 00:04?", "centre",
+                  "[00:04-00:06] a green triangle appears in the centre")
+    assert places and set(places) <= {"left", "right", "top", "bottom", "top left",
+                                      "top right", "bottom left", "bottom right"}
+    # an answer of no known kind: the other lines' detail words, as before
+    assert "slowly" in fill("What appears at 00:04?", "a green triangle",
+                            "[00:04-00:06] a green triangle appears in the centre")

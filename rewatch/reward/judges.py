@@ -1,7 +1,7 @@
 """The O&R judges: M_judge for observations and free-form answers, and M_infer.
 
 Each is a `ChatModel` asked with a prompt file under `reward/prompts/` and a schema-constrained
-reply, so verdicts are always `{supported: bool, reason}`; replies are cached by the model's
+reply, so verdicts are always `{supported: bool}`; replies are cached by the model's
 `ResponseCache`. Text from the policy is untrusted: it travels as one JSON object on a `DATA:`
 line (quotes and newlines escaped, so it cannot close the data or start a new instruction).
 A call that fails (after the model's own transport retries and schema re-asks; the judge adds
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from functools import cache, lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, create_model
 
 from rewatch.models.base import ChatModel
 from rewatch.reward.answers import AnswerKind
@@ -40,10 +40,11 @@ class JudgeError(RuntimeError):
 
 
 class Verdict(BaseModel):
-    """A judge's verdict: whether the claim is supported (observation) or correct (answer)."""
+    """A judge's verdict: whether the claim is supported (observation) or correct (answer).
+    No reason: it would follow the verdict, so it could not inform it, and nothing reads it
+    (on the embedded model it was 30 of each verdict's 39 tokens)."""
 
     supported: bool
-    reason: str = Field("", max_length=160)
 
 
 def _data_message(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -178,8 +179,7 @@ def answer_schema(kind: AnswerKind, letters: tuple[str, ...] = ()) -> type[BaseM
         answer_type = int
     else:
         answer_type = str
-    return create_model(f"InferredAnswer_{kind}", answer=(answer_type, ...),
-                        reason=(str, Field("", max_length=160)))
+    return create_model(f"InferredAnswer_{kind}", answer=(answer_type, ...))
 
 
 class RewardJudge:
@@ -224,8 +224,7 @@ class RewardJudge:
         """M_judge(C_detail, {Act, Obs}): is the observation supported at the action's time?"""
         if len(observation) > self.max_observation_chars:
             self.stats["observation_too_long"] += 1
-            return Verdict(supported=False,
-                           reason=f"observation over {self.max_observation_chars} characters")
+            return Verdict(supported=False)
         window = functools.partial(caption_window, caption, action, window_s=self.window_s,
                                    max_chars=self.max_caption_chars, top_k=self.retrieval_top_k)
         if _retrieval_query(action) is not None:  # the index embeds lines: off the event loop

@@ -33,6 +33,7 @@ from rewatch.synth.qa_filters import (
     reject,
     resolve_evidence,
 )
+from rewatch.video.stats import NAMED_COLOURS
 
 STAGE = "mcq"
 
@@ -253,16 +254,49 @@ def distractor_sets(pool: list[str], need: int, k: int, rng: random.Random) -> l
     return sets
 
 
+# An answer's kind, for the caption fill: a colour, a shape, a position or a direction gets
+# words of its own kind. Without this the demo's fill offered "centre" and "slowly" as colours,
+# and "objects", "large" and "slowly" as places.
+_KINDS = {
+    "colour": frozenset(NAMED_COLOURS),
+    "shape": frozenset(("circle", "square", "rectangle", "triangle", "blob", "figure")),
+    "direction": frozenset(("left", "right", "up", "down")),
+    "position": frozenset(("left", "right", "top", "bottom", "centre", "top left", "top right",
+                           "bottom left", "bottom right")),
+}
+_ASKS_MOTION = re.compile(r"\b(which|what) (direction|way)\b|\bmov(e|es|ing)\b", re.I)
+
+
+def detail_kind(question: str, answer: str) -> str | None:
+    """"colour", "shape", "direction", "position" (a place word: a direction when the
+    question asks about motion) or None."""
+    text = normalize_answer(answer).replace("center", "centre")
+    kinds = [k for k, words in _KINDS.items() if text in words]
+    if "direction" in kinds and "position" in kinds:
+        return "direction" if _ASKS_MOTION.search(question) else "position"
+    return kinds[0] if kinds else None
+
+
 def caption_distractors(caption: CaptionRecord, qa: QARecord, seed: int = 0) -> list[str]:
     """Detail words of the video's other caption lines (`answer_hint` of each line), in a seeded
-    order, leaving out any word of the question's evidence lines (it may be true here)."""
+    order, leaving out any word of the question's evidence lines (it may be true here). An
+    answer of a known kind (`detail_kind`) gets only words of that kind, the caption's first,
+    then the rest of the kind's words."""
     evidence = answer_tokens(" ".join(qa.evidence))
+    kind = detail_kind(qa.question, qa.answer)
     words = []
     for line in caption.detail:
         w = answer_hint(caption, line, seed)
-        if w and not answer_tokens(w) & evidence and w not in words:
+        if (w and not answer_tokens(w) & evidence and w not in words
+                and (kind is None or detail_kind(qa.question, w) == kind)):
             words.append(w)
-    random.Random(stable_id("caption-distractors", seed, qa.id)).shuffle(words)
+    rng = random.Random(stable_id("caption-distractors", seed, qa.id))
+    rng.shuffle(words)
+    if kind is not None:
+        more = [w for w in sorted(_KINDS[kind]) if w not in words
+                and not answer_tokens(w) & evidence]
+        rng.shuffle(more)
+        words += more
     return words
 
 

@@ -91,11 +91,13 @@ def fixed_answer_schema(answer: str | None, about: tuple[str, ...] = ()) -> type
         # at most 80 characters after the named word or time: past that the 1.5B model was
         # running on into caption text ("... at 00:02 when the navy blob appears in the centre
         # and a00:00-00:00 the dark gray blob is in the centre?"). The named word or time
-        # follows a space, and no other digit is written: 7 of 36 questions of demo run c5e505d
-        # glued a time to a word or listed other times ("slowly00:02-00:04", "at 00:04, 400:02")
-        words = _Q_CHARS[:-1] + "0-9]"
+        # follows a space; a question that must name its time writes no other digit: 7 of 36
+        # questions of demo run c5e505d glued a time to a word or listed other times
+        # ("slowly00:02-00:04", "at 00:04, 400:02")
+        timed = all(re.fullmatch(r"\d{2}:\d{2}", w) for w in about)
+        rest = _Q_CHARS[:-1] + "0-9]" if timed else _Q_CHARS
         pattern = QUESTION_PATTERN.replace(rf"{_Q_CHARS}{{4,180}}\?$",
-                                           rf"({words}{{0,89}} )?({alts}){words}{{0,80}}\?$")
+                                           rf"({rest}{{0,89}} )?({alts}){rest}{{0,80}}\?$")
     answer_type: Any = (one_of((answer,)), ...) if answer is not None else (
         str, Field(min_length=1, max_length=60))
     return create_model("AnchoredQuestion", answer=answer_type,
@@ -223,6 +225,9 @@ def repair_answer_in_question(question: str, answer: str, phrasing: set[str]) ->
 
 _ASKS_WHICH_THING = re.compile(r"\b(which|what)\b(\s+\w+){0,3}?\s+(objects?|shapes?|things?|"
                                r"colou?rs?|kind|type)\b", re.I)
+_ASKS_DIRECTION = re.compile(r"\b(which|what) (direction|way)\b", re.I)
+_MOTION = re.compile(r"\b(mov|walk|run|driv|fl[iy]|turn|go|head|travel|roll|slid|fall|fell|ris|"
+                     r"rose|cross|pan|swim|climb|jump|drift)(e|es|ed|s|ing|ning|ving)?\b", re.I)
 _TIME_IN_TEXT = re.compile(r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])")
 
 
@@ -255,6 +260,12 @@ def generation_checks(c: Candidate, seen: set[str], duration: float | None = Non
         return "answer_type_mismatch: 'how many' is not answered by a count"
     if not c.evidence:
         return f"evidence_not_in_caption: cited {c.stamps} match no C_detail line"
+    # which way something moves, asked of lines where nothing moves (demo run be00494: "Which
+    # direction does the green square move ... at 00:01?" -> "left", of "The green square
+    # stays still at the top left.")
+    if _ASKS_DIRECTION.search(c.question) and not _MOTION.search(
+            " ".join(x.text for x in c.evidence)):
+        return "answer_type_mismatch: asks which way it moves; its evidence shows no motion"
     q, a = f" {normalize_answer(c.question)} ", normalize_answer(c.answer)
     if f" {a} " in q:
         return "answer_in_question"
