@@ -198,18 +198,25 @@ def test_the_caption_fill_offers_words_of_the_answer_s_kind():
               (4, 6, "a green triangle appears in the centre")]
     cap = shapes_caption("kinds", events, summary="")
 
-    def fill(question: str, answer: str, evidence: str) -> list[str]:
+    def fill(question: str, answer: str, evidence: str, need: int = 8) -> list[str]:
         rec = QARecord(id="q-" + answer, video_id="kinds", question=question, answer=answer,
                        qtype="attribute", evidence=[evidence])
-        return caption_distractors(cap, rec)
+        return caption_distractors(cap, rec, need=need)
 
     colours = fill("What colour is the triangle at 00:04?", "green",
                    "[00:04-00:06] a green triangle appears in the centre")
-    assert colours and all(w in NAMED_COLOURS for w in colours) and "green" not in colours
+    assert len(colours) >= 10 and all(w in NAMED_COLOURS for w in colours)
+    assert "green" not in colours and "dark green" not in colours  # true, or half true
     places = fill("Where does the triangle appear at 00:04?", "centre",
                   "[00:04-00:06] a green triangle appears in the centre")
-    assert places and set(places) <= {"left", "right", "top", "bottom", "top left",
-                                      "top right", "bottom left", "bottom right"}
+    assert set(places) == {"left", "right", "top", "bottom", "top left", "top right",
+                           "bottom left", "bottom right"}
+    # four directions less the true one are too few: the other words come after them
+    ways = fill("Which way does the circle move at 00:01?", "right",
+                "[00:01-00:02] the circle moves slowly right")
+    assert set(ways[:3]) == {"left", "up", "down"} and len(ways) > 3
+    assert fill("Which way does the circle move at 00:01?", "right",
+                "[00:01-00:02] the circle moves slowly right", need=3) == ways[:3]
     # an answer of no known kind: the other lines' detail words, as before
     assert "slowly" in fill("What appears at 00:04?", "a green triangle",
                             "[00:04-00:06] a green triangle appears in the centre")

@@ -230,7 +230,7 @@ async def reformulate_mcq(qa: QARecord, caption: CaptionRecord, cfg: Config, mod
     ev["proposed"], ev["dropped"] = list(got.distractors), dropped
     if q.caption_distractors and len(pool) < want:
         extra = (nearby_numbers(qa.answer, want) if as_number(qa.answer) is not None
-                 else caption_distractors(caption, qa, cfg.synth.seed))
+                 else caption_distractors(caption, qa, cfg.synth.seed, want - len(pool)))
         pool, _more = clean_distractors(qa.answer, [*pool, *extra], qa.evidence)
         ev["from_caption"] = [t for t in pool if t in extra]
     if len(pool) < need:
@@ -277,19 +277,22 @@ def detail_kind(question: str, answer: str) -> str | None:
     return kinds[0] if kinds else None
 
 
-def caption_distractors(caption: CaptionRecord, qa: QARecord, seed: int = 0) -> list[str]:
+def caption_distractors(caption: CaptionRecord, qa: QARecord, seed: int = 0, need: int = 0
+                        ) -> list[str]:
     """Detail words of the video's other caption lines (`answer_hint` of each line), in a seeded
     order, leaving out any word of the question's evidence lines (it may be true here). An
-    answer of a known kind (`detail_kind`) gets only words of that kind, the caption's first,
-    then the rest of the kind's words."""
+    answer of a known kind (`detail_kind`) gets words of that kind, the caption's first, then
+    the rest of the kind's words; the other words only when those are fewer than `need` (four
+    directions less the true one are too few for five options)."""
     evidence = answer_tokens(" ".join(qa.evidence))
     kind = detail_kind(qa.question, qa.answer)
-    words = []
+    words: list[str] = []
+    others: list[str] = []
     for line in caption.detail:
         w = answer_hint(caption, line, seed)
-        if (w and not answer_tokens(w) & evidence and w not in words
-                and (kind is None or detail_kind(qa.question, w) == kind)):
-            words.append(w)
+        if w and not answer_tokens(w) & evidence and w not in words and w not in others:
+            same = kind is None or detail_kind(qa.question, w) == kind
+            (words if same else others).append(w)
     rng = random.Random(stable_id("caption-distractors", seed, qa.id))
     rng.shuffle(words)
     if kind is not None:
@@ -297,6 +300,9 @@ def caption_distractors(caption: CaptionRecord, qa: QARecord, seed: int = 0) -> 
                 and not answer_tokens(w) & evidence]
         rng.shuffle(more)
         words += more
+        if len(words) < need:
+            rng.shuffle(others)
+            words += others
     return words
 
 
