@@ -115,10 +115,11 @@ def test_plain_reasoning_sentences_pass():
 
 def test_a_real_kept_chain_passes():
     """The chain the embedded default kept on the demo (tests/data/demo_run, captured once)."""
-    rec = json.loads((Path(__file__).parent / "data" / "demo_run" / "cot.jsonl")
-                     .read_text().splitlines()[0])
+    run = Path(__file__).parent / "data" / "demo_run"
+    rec = json.loads((run / "cot.jsonl").read_text().splitlines()[0])
+    duration = json.loads((run / "captions.jsonl").read_text().splitlines()[0])["duration"]
     traj = [CoTStep.model_validate(s) for s in rec["trajectory"]]
-    r = validate_chain(rec["cot"], traj, rec["answer"], 12.0,
+    r = validate_chain(rec["cot"], traj, rec["answer"], duration,
                        context=[rec["question"], *rec["options"].values()])
     assert r.ok, r
 
