@@ -246,9 +246,13 @@ def test_eval_run_on_ray_writes_the_local_backends_predictions(local_ray, tmp_pa
         local = run(srv, tmp_path / "local")
         asked = len(srv.requests)
         on_ray = run(srv, tmp_path / "ray", "backend=ray", "ray.actors=2")
-        assert len(srv.requests) == 2 * asked
+        # the actors share the run's response cache (the local run here has none): a request
+        # already made is answered from it, or joins the identical one in flight, so the Ray
+        # run sends at most the local count (one fresh-clone CI run sent 9 of 12)
+        sent = len(srv.requests) - asked
+        assert 0 < sent and sent + on_ray.cache_hits <= asked
         again = run(srv, tmp_path / "ray", "backend=ray")  # resume: nothing left to ask
-        assert len(srv.requests) == 2 * asked and again.already_done == len(items)
+        assert len(srv.requests) == asked + sent and again.already_done == len(items)
     assert predictions(tmp_path / "ray") == predictions(tmp_path / "local")
     assert on_ray.answered == local.answered == len(items) and on_ray.failed == 0
     assert on_ray.scores["strict"].correct == local.scores["strict"].correct > 0
