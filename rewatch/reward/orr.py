@@ -206,9 +206,10 @@ async def score(response: str, *, answer: str, caption: str, question: str,
             elif acc is None:
                 b.problems.append("needs_judge: a free-form answer is scored by a judge")
             b.acc = acc
-        planned = _planned_calls(parsed.steps, kind, weights, max_steps, rj, caption)
         if b.acc == 0:
-            b.judge_skipped, b.skip_reason, b.judge_calls_saved = True, "acc=0", planned
+            b.judge_skipped, b.skip_reason = True, "acc=0"
+            b.judge_calls_saved = _planned_calls(parsed.steps, kind, weights, max_steps, rj,
+                                                 caption)
         elif not weights.needs_judge:
             b.judge_skipped, b.skip_reason = True, "weights"
         elif rj is None:
