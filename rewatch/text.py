@@ -22,6 +22,8 @@ def load_prompt(name: str, package: str = "rewatch.synth", *, strip: bool = Fals
 
 # --- timestamps --------------------------------------------------------------------------------
 TIMESTAMP_HELP = "MM:SS, HH:MM:SS, seconds (65 or 65.5) or a span MM:SS-MM:SS"
+# where a clause ends: `;` or a sentence end (caption lines join clauses so)
+CLAUSE_END = re.compile(r"[;.!?](?:\s|$)")
 _CLOCK = re.compile(r"^(?:(\d{1,2}):)?(\d{1,3}):(\d{1,2}(?:\.\d+)?)$")
 _SECONDS = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:s|sec|secs|seconds?)?$")
 

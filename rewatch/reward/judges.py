@@ -27,7 +27,7 @@ from rewatch.reward.answers import AnswerKind
 from rewatch.reward.parse import Step
 from rewatch.schema import CaptionLine, CaptionRecord
 from rewatch.synth.tools import ArgumentError, caption_index, parse_action, parse_time
-from rewatch.text import load_prompt
+from rewatch.text import CLAUSE_END, load_prompt
 
 _CLOCK = r"\d{1,2}:\d{2}(?::\d{2})?"
 _KEYWORD = re.compile(r"^\s*(?:query|q|text|description)\s*=\s*")
@@ -133,12 +133,11 @@ def caption_window(caption: str, action: str, *, window_s: float = 30.0,
 
 _SPAN = rf"{_CLOCK}(?:\s*-\s*{_CLOCK})?"
 _AT_STAMPS = re.compile(rf"^\s*(?:at\s+)?({_SPAN}(?:\s*,\s*{_SPAN})*)\s*:\s*", re.I)
-_CLAUSE_END = re.compile(r"[;.!?](?:\s|$)")
 
 
 def _clauses(text: str) -> list[str]:
     """A text's clauses (split at `;` and sentence ends), lowercased, words only."""
-    out = (" ".join(re.findall(r"[a-z0-9]+", c.lower())) for c in _CLAUSE_END.split(text))
+    out = (" ".join(re.findall(r"[a-z0-9]+", c.lower())) for c in CLAUSE_END.split(text))
     return [c for c in out if c]
 
 

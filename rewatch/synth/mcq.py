@@ -24,6 +24,7 @@ from rewatch.models import Models, SchemaError
 from rewatch.schema import CaptionRecord, MCQRecord, QARecord
 from rewatch.store import JsonlFile, stable_id
 from rewatch.synth.qa_filters import (
+    ASKS_DIRECTION,
     answer_hint,
     answer_tokens,
     ask,
@@ -33,6 +34,7 @@ from rewatch.synth.qa_filters import (
     reject,
     resolve_evidence,
 )
+from rewatch.text import CLAUSE_END
 from rewatch.video.stats import NAMED_COLOURS
 
 STAGE = "mcq"
@@ -118,15 +120,12 @@ def nearby_numbers(answer: str, n: int) -> list[str]:
     return out
 
 
-_SENTENCE = re.compile(r"[.;!?](?:\s|$)")
-
-
 def beside_answer(answer: str, text: str, evidence: Iterable[str]) -> bool:
     """The distractor's words stand right beside the answer's in a sentence of an evidence line
     ("right" in "appears at the top right" when the key is "top"; an "and" between them counts
     as beside): the other half of the same fact, so it is true as well."""
     a, d = normalize_answer(answer).split(), normalize_answer(text).split()
-    sentences = [s for line in evidence for s in _SENTENCE.split(line.split("]", 1)[-1])]
+    sentences = [s for line in evidence for s in CLAUSE_END.split(line.split("]", 1)[-1])]
     for sentence in sentences if a and d else ():
         w = [x for x in normalize_answer(sentence).split() if x != "and"]
         for i in range(len(w) - len(a) + 1):
@@ -264,7 +263,7 @@ _KINDS = {
     "position": frozenset(("left", "right", "top", "bottom", "centre", "top left", "top right",
                            "bottom left", "bottom right")),
 }
-_ASKS_MOTION = re.compile(r"\b(which|what) (direction|way)\b|\bmov(e|es|ing)\b", re.I)
+_MOVE = re.compile(r"\bmov(e|es|ing)\b", re.I)
 
 
 def detail_kind(question: str, answer: str) -> str | None:
@@ -273,7 +272,8 @@ def detail_kind(question: str, answer: str) -> str | None:
     text = normalize_answer(answer).replace("center", "centre")
     kinds = [k for k, words in _KINDS.items() if text in words]
     if "direction" in kinds and "position" in kinds:
-        return "direction" if _ASKS_MOTION.search(question) else "position"
+        asks_motion = ASKS_DIRECTION.search(question) or _MOVE.search(question)
+        return "direction" if asks_motion else "position"
     return kinds[0] if kinds else None
 
 

@@ -30,6 +30,7 @@ from rewatch.schema import CaptionLine, CaptionRecord, QARecord, mmss
 from rewatch.store import Emit, RunDir, error_record, stable_id
 from rewatch.synth.mcq import LetterBalancer, build_video_mcqs
 from rewatch.synth.qa_filters import (
+    ASKS_DIRECTION,
     Candidate,
     answer_hint,
     answer_tokens,
@@ -225,7 +226,6 @@ def repair_answer_in_question(question: str, answer: str, phrasing: set[str]) ->
 
 _ASKS_WHICH_THING = re.compile(r"\b(which|what)\b(\s+\w+){0,3}?\s+(objects?|shapes?|things?|"
                                r"colou?rs?|kind|type)\b", re.I)
-_ASKS_DIRECTION = re.compile(r"\b(which|what) (direction|way)\b", re.I)
 _MOTION = re.compile(r"\b(mov|walk|run|driv|fl[iy]|turn|go|head|travel|roll|slid|fall|fell|ris|"
                      r"rose|cross|pan|swim|climb|jump|drift)(e|es|ed|s|ing|ning|ving)?\b", re.I)
 _TIME_IN_TEXT = re.compile(r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])")
@@ -263,7 +263,7 @@ def generation_checks(c: Candidate, seen: set[str], duration: float | None = Non
     # which way something moves, asked of lines where nothing moves (demo run be00494: "Which
     # direction does the green square move ... at 00:01?" -> "left", of "The green square
     # stays still at the top left.")
-    if _ASKS_DIRECTION.search(c.question) and not _MOTION.search(
+    if ASKS_DIRECTION.search(c.question) and not _MOTION.search(
             " ".join(x.text for x in c.evidence)):
         return "answer_type_mismatch: asks which way it moves; its evidence shows no motion"
     q, a = f" {normalize_answer(c.question)} ", normalize_answer(c.answer)

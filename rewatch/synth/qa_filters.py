@@ -54,6 +54,9 @@ class SameAnswer(BaseModel):
 
 # --- answer equivalence ------------------------------------------------------------------------
 _ARTICLES = {"a", "an", "the"}
+# a question asking which way something moves (Stage 2 checks its evidence moves; the MCQ
+# fill offers directions, not positions)
+ASKS_DIRECTION = re.compile(r"\b(which|what) (direction|way)\b", re.I)
 
 
 def normalize_answer(text: str) -> str:
