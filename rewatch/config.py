@@ -189,6 +189,12 @@ class CoTConfig(Section):
     # true: right after a segment_retrieval, segment_query may name only stamps whose lines
     # the retrieval found (look closer at the moment found); false: any caption line
     query_found: bool = False
+    # true: when the Reasoner gives its final answer (or must), the option is asked again in
+    # one message holding its observations, the question and the options
+    # (prompts/cot_answer.md), and that reply is the answer; false: the answer is the one in
+    # the Reasoner's multi-turn reply. The 1.5B Reasoner answered 10 of 17 replayed final
+    # steps right so, 6 of 17 in its history (docs/stage3-cot.md)
+    answer_recap: bool = False
     # llm: the Observer model phrases the retrieved caption lines (schema: cite shown lines,
     # then words); quote: the Observer model picks which clauses of those lines to quote
     # (an enum), verbatim; extractive: no model call, the observation is the retrieved lines

@@ -105,14 +105,26 @@ def plain_converter(content: str) -> dict[str, Any]:
             "conclusion": "The observations settle the question."}
 
 
+def evidence_recap(content: str) -> dict[str, Any]:
+    """The recap answer (`answer_recap`, prompts/cot_answer.md): the first option whose text
+    the listed observations name, else option A."""
+    seen = content.split("Question: ")[0].lower()
+    options = dict(re.findall(r"^([A-Z])\. (.+)$", content, re.M))
+    named = [v for v in options.values() if re.search(rf"\b{v.lower()}\b", seen)]
+    return {"thought": "The observation of that moment names it.",
+            "answer": named[0] if named else options["A"]}
+
+
 class Agents:
     """A responder for ScriptedTestServer that dispatches on the prompt of each role."""
 
     def __init__(self, reasoner: Policy = evidence_reasoner,
                  observer: Callable[[str], dict[str, Any]] = echo_observer,
-                 converter: Callable[[str], dict[str, Any]] = plain_converter):
+                 converter: Callable[[str], dict[str, Any]] = plain_converter,
+                 recap: Callable[[str], dict[str, Any]] = evidence_recap):
         self.reasoner, self.observer, self.converter = reasoner, observer, converter
-        self.calls = {"reasoner": 0, "observer": 0, "converter": 0}
+        self.recap = recap
+        self.calls = {"reasoner": 0, "observer": 0, "converter": 0, "recap": 0}
         self.fail = False  # when set, every request fails (a server outage)
         self.failures = 0
 
@@ -131,6 +143,9 @@ class Agents:
         elif first.startswith("You are M_convert"):
             self.calls["converter"] += 1
             out = self.converter(first)
+        elif first.startswith("You re-watched parts of a video"):
+            self.calls["recap"] += 1
+            out = self.recap(first)
         else:
             raise AssertionError(f"unexpected prompt {first[:60]!r}")
         return out if isinstance(out, str) else json.dumps(out)

@@ -62,7 +62,8 @@ async def test_evidence_chain_is_kept_with_its_trajectory(tmp_path):
     assert check_tags(cot) is None and cot.endswith(f"<answer>{rec['answer']}</answer>")
     assert cot.count("<action>") == 2
     assert f"<observation>{second['observation']}</observation>" in cot
-    assert agents.calls == {"reasoner": 6, "observer": 4, "converter": 2}
+    assert agents.calls == {"reasoner": 6, "observer": 4, "converter": 2,
+                           "recap": 0}
 
 
 async def test_repeated_retrieval_ends_the_trajectory(tmp_path):
@@ -373,3 +374,40 @@ async def test_free_conversion_with_a_broken_tag_is_rejected(tmp_path):
     agents = Agents(converter=free_writer(drop_closing_tag=True))
     _, kept, rejected = await run_stage(tmp_path, agents, convert_mode="free")
     assert not kept and rejected[0]["reason"] == "unbalanced_tags"
+
+
+async def test_answer_recap_asks_the_answer_again_from_the_observations_alone(tmp_path):
+    """`answer_recap`: the Reasoner names a wrong option in its history; the answer is asked
+    again in one message (prompts/cot_answer.md) of its observations, the question and the
+    options, and that reply is the chain's answer and final thought. Without the setting the
+    Reasoner's own pick stands and the chain is rejected as a wrong answer. When the last step
+    must answer (`answer_at_limit`) the Reasoner is not asked at all: only the recap is."""
+    def wrong_in_history(messages):
+        if sum(1 for m in messages if m["role"] == "assistant") < 2:
+            return evidence_reasoner(messages)
+        right = evidence_reasoner(messages)["argument"]
+        return step("Probably this one.", "final_answer",
+                    next(v for v in options_of(messages).values() if v != right))
+
+    agents = Agents(reasoner=wrong_in_history)
+    counts, kept, rejected = await run_stage(tmp_path / "off", agents, min_actions=2)
+    assert not kept and rejected[0]["reason"] == "wrong_answer", rejected
+    assert agents.calls["recap"] == 0
+
+    agents = Agents(reasoner=wrong_in_history)
+    run, asked = await run_scripted_cot(tmp_path / "on", agents, TRUTH, min_actions=2,
+                                        answer_recap=True)
+    kept = list(run.file("cot.jsonl").read())
+    assert len(kept) == 1, list(run.file("rejected.jsonl").read())
+    final = kept[0]["trajectory"][-1]
+    assert final["final_answer"] == kept[0]["answer"] == "B"
+    assert final["thought"] == "The observation of that moment names it."
+    assert agents.calls["recap"] == 1 and len(asked) == 3
+
+    # answer_at_limit with max_steps 3: two actions, then the recap without a Reasoner call
+    agents = Agents()
+    run, asked = await run_scripted_cot(tmp_path / "limit", agents, TRUTH, min_actions=2,
+                                        max_steps=3, answer_at_limit=True, answer_recap=True)
+    kept = list(run.file("cot.jsonl").read())
+    assert len(kept) == 1 and kept[0]["n_actions"] == 2
+    assert len(asked) == 2 and agents.calls["recap"] == 1

@@ -47,10 +47,14 @@ def trajectory_text(steps: list[CoTStep]) -> str:
 @lru_cache(maxsize=64)
 def prose_schema(n: int, hours: bool = True) -> type[BaseModel]:
     """M_convert's reply in prose mode: exactly `n` step sentences and a conclusion, each a
-    sentence by `PROSE_PATTERN` (at most 240 characters), or `PROSE_PATTERN_MMSS` when the
-    video is shorter than an hour (`hours` false)."""
+    sentence by `PROSE_PATTERN`, or `PROSE_PATTERN_MMSS` when the video is shorter than an
+    hour (`hours` false). The pattern alone bounds a sentence's length: it is what the grammar
+    enforces, and in `PROSE_PATTERN_MMSS` a repetition may be four characters (":05 "), so a
+    `max_length` of 240 refused replies the grammar had allowed, and the re-ask at temperature
+    0 wrote the same 300-character sentence again (3 calls of 45 s for one chain of a demo
+    run)."""
     pattern = PROSE_PATTERN if hours else PROSE_PATTERN_MMSS
-    sentence = Annotated[str, Field(max_length=240, pattern=pattern)]
+    sentence = Annotated[str, Field(pattern=pattern)]
     return create_model("ConvertedProse", steps=(list[sentence], Field(
         min_length=n, max_length=n)), conclusion=(sentence, ...))
 
