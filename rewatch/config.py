@@ -200,6 +200,12 @@ class CoTConfig(Section):
     # (an enum), verbatim; extractive: no model call, the observation is the retrieved lines
     # verbatim (not an LLM observer; for models too small to phrase faithfully)
     observer_mode: Literal["llm", "quote", "extractive"] = "llm"
+    # true: segment_query(timestamp) observes every line at that moment verbatim, without an
+    # Observer call (the paper's "detailed description" of a timestamp; the query names no
+    # object to select by); segment_retrieval(query) still goes to the Observer model. The
+    # 1.5B quoting Observer, picking 1-2 clauses of a moment, dropped the one the question
+    # asked about in most wrong chains of a demo run (docs/stage3-cot.md)
+    query_verbatim: bool = False
     observer_uses_frames: bool = False  # the Observer looks at frames through the captioner
     observer_max_frames: int = Field(8, ge=2)  # frames per span on the pixel path
     # prose: M_convert writes the reasoning text, actions/observations are copied verbatim

@@ -41,7 +41,7 @@ STAGE_OF_ROLE = {
     "summary": "caption",
     "generation": "qa", "F1": "qa", "F2": "qa", "F3": "qa", "equivalence": "qa",
     "distractors": "qa", "key_check": "qa", "mcq_probe": "qa",
-    "reasoner": "cot", "observer": "cot", "converter": "cot",
+    "reasoner": "cot", "observer": "cot", "converter": "cot", "recap": "cot",
     "observation_judge": "reward", "infer": "reward", "answer_judge": "reward",
 }
 # markers of each prompt file (rewatch/synth/prompts, rewatch/reward/prompts), first match wins
@@ -50,6 +50,7 @@ _MARKERS = (
     ("reasoner", "You are the Reasoner"),
     ("observer", "You are the Observer"),
     ("converter", "You are M_convert"),
+    ("recap", "You re-watched parts of a video"),
     ("observation_judge", "You check one step of a video-reasoning answer"),
     ("infer", "You answer a question about a video without seeing it"),
     ("answer_judge", "You compare an answer to a question about a video"),

@@ -290,6 +290,30 @@ async def test_quoting_observer_picks_only_listed_clauses_verbatim(tmp_path):
                     assert any(clause in c.text for c in CAPTION.detail), clause
 
 
+async def test_query_verbatim_observes_a_moment_whole_without_an_observer_call(tmp_path):
+    """`query_verbatim`: segment_query(timestamp) observes every line of that moment verbatim
+    (no Observer call); segment_retrieval(query) is still quoted by the Observer model."""
+    agents = Agents(observer=quote_picker)
+    run = make_run(tmp_path, TRUTH, 2)
+    with ScriptedTestServer(agents) as srv:
+        cfg = scripted_config(srv.base_url, observer_mode="quote", query_verbatim=True)
+        await synthesize_cot(run, cfg, models_for(cfg, run))
+        asked = [r["messages"][0]["content"] for r in srv.requests
+                 if r["messages"][0]["content"].startswith("You are the Observer")]
+    assert asked and all("segment_retrieval(" in a for a in asked), asked
+    records = [*run.file("cot.jsonl").read(),
+               *(r for r in run.file("rejected.jsonl").read() if r["stage"] == "cot")]
+    queries = [s for r in records for s in r["trajectory"]
+               if (s["action"] or "").startswith("segment_query(") and s["observation"]]
+    assert queries, records
+    index = CaptionIndex(CAPTION)
+    for s in queries:
+        shown = index.segment_query(s["action"].split('"')[1]).lines
+        assert shown
+        for c in shown:  # every line of the moment is in the observation, word for word
+            assert c.text in s["observation"], (c.text, s["observation"])
+
+
 async def test_quoting_observer_cannot_pick_an_unlisted_clause(tmp_path):
     agents = Agents(observer=lambda content: {"quotes": ["[00:01-00:02] a blue elephant"]})
     run = make_run(tmp_path, TRUTH, 1)

@@ -404,7 +404,8 @@ async def run_trajectory(mcq: MCQRecord, caption: CaptionRecord, models: Models,
                     raise TrajectoryEnd("invalid_observer_reply", str(e)[:300]) from None
             else:
                 try:
-                    if c.observer_mode == "extractive":
+                    if c.observer_mode == "extractive" or (
+                            c.query_verbatim and step.action == "segment_query"):
                         obs = extractive_observer(result)
                     elif c.observer_mode == "quote":
                         obs = await quote_observer(models[c.observer], action, result)

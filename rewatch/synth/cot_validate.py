@@ -49,6 +49,8 @@ REASONING_WORDS = frozenset(content_words(
     "observation observations evidence settle settles settled specific specified given "
     "whether step steps have has had having clear clearly sure "
     "retrieve retrieved determine determined based conclude concluded if but not only like "
+    "segment segments start starts end ends specifically suggest suggests suggesting relevant "
+    "point isolate "
     # naming the attribute asked about; a colour, count or shape itself must be observed
     "colour color number count counting size shape position direction"
 ))
