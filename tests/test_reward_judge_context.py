@@ -20,6 +20,7 @@ THINGS = ["car", "bus", "bicycle", "van", "truck", "scooter", "taxi", "tram"]
 ACTS = ["drives past the bakery", "stops at the crossing", "turns left at the corner",
         "waits by the bus stop", "parks near the fountain", "speeds along the avenue"]
 KITE = "A purple kite lands on the roof of the old library."
+SCOOTER = "A white scooter parks near the fountain."  # the line at 50:00-50:10
 
 
 def hour_caption() -> str:
@@ -72,6 +73,11 @@ async def test_judge_is_shown_the_line_the_step_retrieved(action: str) -> None:
     ('segment_query("20:00")', "At 50:10-50:20: " + KITE, 1),  # another moment than re-watched
     ('segment_query("50:12")', "A purple kite lands on the roof.", 1),  # part of the clause
     ('segment_retrieval("kite on the roof")', KITE, 1),  # no time named: the judge decides
+    # a moment observed whole (`query_verbatim`): each line after its own stamp
+    ('segment_query("50:05-50:15")', f"At 50:00-50:10: {SCOOTER} At 50:10-50:20: {KITE}", 0),
+    ('segment_query("50:05-50:15")',
+     f"At 50:00-50:10: {SCOOTER} At 50:10-50:20: A purple kite lands on the roof.", 1),
+    ('segment_query("50:05-50:15")', f"At 50:00-50:10: {SCOOTER} At 40:00-40:10: {KITE}", 1),
 ])
 async def test_a_verbatim_quote_at_the_step_s_time_needs_no_judge(
         action: str, observation: str, calls: int) -> None:
@@ -81,7 +87,10 @@ async def test_a_verbatim_quote_at_the_step_s_time_needs_no_judge(
                         question=QUESTION, judge=judge, options=OPTIONS)
     asked = [r for r in srv.requests if "observation" in data_of(r)]
     assert len(asked) == calls and judge.stats["observation_quoted"] == 1 - calls
-    assert b.obs == (1.0 if calls == 0 or action != 'segment_query("20:00")' else 0.0)
+    if calls == 0:
+        assert b.obs == 1.0
+    if action == 'segment_query("20:00")':  # the judge, shown minute 20, finds no kite
+        assert b.obs == 0.0
 
 
 def test_retrieved_and_time_named_lines_together() -> None:

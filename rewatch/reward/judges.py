@@ -132,7 +132,9 @@ def caption_window(caption: str, action: str, *, window_s: float = 30.0,
 
 
 _SPAN = rf"{_CLOCK}(?:\s*-\s*{_CLOCK})?"
-_AT_STAMPS = re.compile(rf"^\s*(?:at\s+)?({_SPAN}(?:\s*,\s*{_SPAN})*)\s*:\s*", re.I)
+# "At MM:SS-MM:SS:" opening the observation or one of its sentences: the time of what follows
+_AT_STAMPS = re.compile(rf"(?:^|(?<=[.;!?])\s+)\s*(?:at\s+)?({_SPAN}(?:\s*,\s*{_SPAN})*)\s*:\s*",
+                        re.I)
 
 
 def _clauses(text: str) -> list[str]:
@@ -144,28 +146,36 @@ def _clauses(text: str) -> list[str]:
 def quotes_caption(caption: str, action: str, observation: str, tolerance_s: float = 0.5
                    ) -> bool:
     """Is every clause of the observation a whole clause of a C_detail line at a time the step
-    names (the observation's leading "At MM:SS:" stamps, else the action's)? Such an
-    observation is C_detail's own words at that time, supported by definition, and is scored
-    without a judge call. (On the demo's chains, whose Observer quotes, the 1.5B judge marked
-    23 of 25 verbatim quotes unsupported, reading "00:03" as "00:03:00".) Part of a clause does
-    not count ("picks up the cup" of "no one picks up the cup"): anything else goes to the
-    judge."""
+    names (the "At MM:SS:" stamps opening the observation or its sentence, else the action's)?
+    Such an observation is C_detail's own words at that time, supported by definition, and is
+    scored without a judge call. (On the demo's chains, whose Observer quotes, the 1.5B judge
+    marked 23 of 25 verbatim quotes unsupported, reading "00:03" as "00:03:00".) A moment
+    observed whole quotes each of its lines after its own stamp. Part of a clause does not
+    count ("picks up the cup" of "no one picks up the cup"): anything else goes to the judge."""
     def near(text: str) -> list[tuple[float, float]]:
         spans = [[parse_time(t) for t in _CLOCK_RE.findall(x)] for x in re.findall(_SPAN, text)]
         return [(min(t) - tolerance_s, max(t) + tolerance_s) for t in spans]
 
-    m = _AT_STAMPS.match(observation)
-    acted, stated = near(action), near(m.group(1)) if m else []
-    if stated and acted and not all(any(b >= c and a <= d for c, d in acted)
-                                    for a, b in stated):
-        return False  # it quotes another moment than the one re-watched
-    at = stated or acted
-    if not at:
-        return False
-    said = {c for a, b, text, _raw in _timed_lines(caption)
-            if any(b >= lo and a <= hi for lo, hi in at) for c in _clauses(text)}
-    clauses = _clauses(observation[m.end():] if m else observation)
-    return bool(clauses) and all(c in said for c in clauses)
+    lines = _timed_lines(caption)
+    acted = near(action)
+    parts = _AT_STAMPS.split(observation)  # [before, stamps, text, stamps, text, ...]
+    pieces: list[tuple[list[tuple[float, float]], str]] = [([], parts[0])]
+    pieces += [(near(parts[i]), parts[i + 1]) for i in range(1, len(parts), 2)]
+    quoted = False
+    for stated, text in pieces:
+        clauses = _clauses(text)
+        if not clauses:
+            continue
+        if stated and acted and not all(any(b >= c and a <= d for c, d in acted)
+                                        for a, b in stated):
+            return False  # it quotes another moment than the one re-watched
+        at = stated or acted
+        said = {c for a, b, line, _raw in lines
+                if any(b >= lo and a <= hi for lo, hi in at) for c in _clauses(line)}
+        if not at or not all(c in said for c in clauses):
+            return False
+        quoted = True
+    return quoted
 
 
 @cache
