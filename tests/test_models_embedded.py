@@ -134,3 +134,34 @@ async def test_a_prompt_starts_from_the_saved_state_sharing_its_prefix(mb, monke
         assert fresh < 40, (fresh, prompt_tokens)
     else:
         assert fresh > 0.8 * prompt_tokens, (fresh, prompt_tokens)
+
+
+class Pick(BaseModel):
+    animal: str = Field(pattern="^(aardvark|zebu|quokka)$")  # words the model would not pick
+    colour: str
+    count: int = Field(ge=0, le=100)
+
+
+@pytest.mark.parametrize("schema", [Count, Pick])
+async def test_the_fast_grammar_sampler_picks_what_llama_cpps_chain_picks(schema):
+    """Greedy under a grammar: checking the argmax token alone first (`GreedyGrammarSampler`)
+    must give the reply llama_cpp's chain (the grammar over the whole vocabulary) gives, also
+    when the grammar refuses the model's first choice (Pick's enum-like pattern)."""
+    from rewatch.models.local import GreedyGrammarSampler
+
+    model = EmbeddedChatModel("smollm2-135m")
+    llama = model.llama
+    asks = [ASK, [{"role": "user", "content": "Two blue cubes and a bird. Colour and count?"}]]
+    replies: dict[bool, list[str]] = {}
+    try:
+        for fast in (False, True):
+            llama.fast_grammar = fast
+            replies[fast] = [(await model.chat(a, schema=schema, max_tokens=48)).text
+                             for a in asks]
+            assert isinstance(llama._sampler, GreedyGrammarSampler) is fast
+            if fast and schema is Pick:  # the refused argmax took the full pass
+                assert llama._sampler.full_passes > 0
+    finally:
+        llama.fast_grammar = True
+    assert all(replies[True]) and replies[True] == replies[False]
+    assert all(schema.model_validate_json(r) for r in replies[True])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,18 +27,71 @@ _LOAD_LOCK = threading.Lock()
 _LOADED: dict[tuple[str, int, int | None, int], Any] = {}
 
 
+class GreedyGrammarSampler:
+    """Greedy sampling under a grammar, checking the most likely token alone first: the grammar
+    runs over the whole vocabulary only when it refuses that token (llama.cpp's own
+    `common_sampler` does the same). The chosen token is the one llama_cpp's chain (grammar over
+    all 151,936 of Qwen's tokens, then greedy) picks, without applying the grammar to every
+    token at every step: decode 9.7 -> 12.8 tokens/s on JSON replies and 8.4 -> 12.2 on M_convert's
+    prose pattern here, identical replies (`rewatch bench grammar`)."""
+
+    def __init__(self, vocab: Any, grammar: Any, n_vocab: int):
+        import llama_cpp
+        import numpy as np
+
+        self._lib, self._np = llama_cpp, np
+        self.grammar = llama_cpp.llama_sampler_init_grammar(
+            vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8"))
+        self.n_vocab = n_vocab
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._all = (llama_cpp.llama_token_data * n_vocab)()
+        self._all_np = np.ctypeslib.as_array(self._all)
+        self._all_np["id"] = np.arange(n_vocab)
+        self.full_passes = 0
+
+    def _apply(self, data: Any, n: int) -> None:
+        lib = self._lib
+        arr = lib.llama_token_data_array(data, n, -1, False)
+        lib.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+
+    def sample(self, ctx: Any, idx: int = -1) -> int:
+        lib, np = self._lib, self._np
+        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx.ctx, idx),
+                                       shape=(self.n_vocab,))
+        token = int(logits.argmax())
+        self._one[0] = lib.llama_token_data(token, float(logits[token]), 0.0)
+        self._apply(self._one, 1)
+        if not np.isfinite(self._one[0].logit):  # refused: the grammar over every token
+            self.full_passes += 1
+            self._all_np["logit"] = logits
+            self._apply(self._all, self.n_vocab)
+            token = int(self._all_np["logit"].argmax())
+        lib.llama_sampler_accept(self.grammar, token)
+        return token
+
+    def close(self) -> None:
+        if self.grammar is not None:
+            self._lib.llama_sampler_free(self.grammar)
+            self.grammar = None
+
+    __del__ = close
+
+
 def _lean_llama() -> type:
     """`llama_cpp.Llama` whose saved states hold the KV cells and tokens only. Its own
     `save_state` also copies the logits buffer (n_batch x vocabulary floats: 311 MB for Qwen's
     151,936 tokens) and its cache counts only the KV bytes; after a restore `generate` evaluates
-    at least the prompt's last token again, so those logits are never read."""
-    import ctypes
+    at least the prompt's last token again, so those logits are never read. Greedy replies
+    under a grammar sample through `GreedyGrammarSampler`."""
 
     import llama_cpp
     import numpy as np
     from llama_cpp.llama import LlamaState
 
     class LeanLlama(llama_cpp.Llama):  # type: ignore[misc]
+        # greedy constrained replies through `GreedyGrammarSampler` (off: llama_cpp's chain)
+        fast_grammar = True
+
         def save_state(self) -> LlamaState:
             size = llama_cpp.llama_state_get_size(self._ctx.ctx)
             buf = (ctypes.c_uint8 * int(size))()
@@ -56,6 +110,15 @@ def _lean_llama() -> type:
             self.n_tokens = state.n_tokens
             self._requires_eval = True
             self._seed = state.seed
+
+        def _init_sampler(self, **kw: Any) -> Any:  # type: ignore[override]  # keywords only
+            # greedy (temperature 0) under a JSON-schema grammar, no penalties: the fast path
+            neutral = (kw.get("repeat_penalty", 1.0) == 1.0 and not kw.get("frequency_penalty")
+                       and not kw.get("presence_penalty") and kw.get("logits_processor") is None)
+            if (self.fast_grammar and kw.get("grammar") is not None and kw.get("temp") == 0.0
+                    and neutral):
+                return GreedyGrammarSampler(self._model.vocab, kw["grammar"], self._n_vocab)
+            return super()._init_sampler(**kw)
 
     return LeanLlama
 
