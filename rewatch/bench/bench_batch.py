@@ -5,13 +5,13 @@ backend decodes one sequence at a time)."""
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import llama_cpp
 from llama_cpp._utils import suppress_stdout_stderr
 
-from rewatch.models.packaged import DEFAULT_LLM, model_file
+from rewatch.bench import model_args
+from rewatch.models.packaged import model_file
 
 PROMPT, SEQS = 400, 4
 
@@ -61,8 +61,5 @@ def main(model: str, quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default=DEFAULT_LLM, help="a packaged model (default %(default)s)")
-    p.add_argument("--quick", action="store_true")
-    a = p.parse_args()
-    main(a.model, a.quick)
+    args = model_args(__doc__)
+    main(args.model, args.quick)

@@ -6,11 +6,11 @@ token)."""
 
 from __future__ import annotations
 
-import argparse
 import time
 
+from rewatch.bench import model_args
 from rewatch.models.local import load_llama
-from rewatch.models.packaged import DEFAULT_LLM, model_file
+from rewatch.models.packaged import model_file
 
 CAPTION = "\n".join(
     f"[00:{i:02d}-00:{i + 1:02d}] A {c} {s} moves {d}, on the {p}."
@@ -59,8 +59,5 @@ def main(model: str, quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default=DEFAULT_LLM, help="a packaged model (default %(default)s)")
-    p.add_argument("--quick", action="store_true")
-    a = p.parse_args()
-    main(a.model, a.quick)
+    args = model_args(__doc__)
+    main(args.model, args.quick)

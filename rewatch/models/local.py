@@ -44,9 +44,7 @@ class GreedyGrammarSampler:
             vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8"))
         self.n_vocab = n_vocab
         self._one = (llama_cpp.llama_token_data * 1)()
-        self._all = (llama_cpp.llama_token_data * n_vocab)()
-        self._all_np = np.ctypeslib.as_array(self._all)
-        self._all_np["id"] = np.arange(n_vocab)
+        self._all: Any = None  # every token's data, made at the first refusal
         self.full_passes = 0
 
     def _apply(self, data: Any, n: int) -> None:
@@ -63,9 +61,13 @@ class GreedyGrammarSampler:
         self._apply(self._one, 1)
         if not np.isfinite(self._one[0].logit):  # refused: the grammar over every token
             self.full_passes += 1
-            self._all_np["logit"] = logits
+            if self._all is None:
+                self._all = (lib.llama_token_data * self.n_vocab)()
+                np.ctypeslib.as_array(self._all)["id"] = np.arange(self.n_vocab)
+            data = np.ctypeslib.as_array(self._all)
+            data["logit"] = logits
             self._apply(self._all, self.n_vocab)
-            token = int(self._all_np["logit"].argmax())
+            token = int(data["logit"].argmax())
         lib.llama_sampler_accept(self.grammar, token)
         return token
 
