@@ -35,6 +35,7 @@ class ModelSpec(Section):
     # requests, a request goes to the least busy, a retry to another
     replicas: list[str] = Field(default_factory=list)
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
+    # requests in flight (a server), or decoded together in one llama.cpp batch (embedded)
     concurrency: int = Field(8, ge=1)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)  # transport retries (timeouts, 429, 5xx)
@@ -51,16 +52,16 @@ class ModelSpec(Section):
     # embedded only
     model_path: str | None = None  # a GGUF file; default: the packaged file of `model`
     n_threads: int | None = None
-    # MiB of saved prompt states (KV cells) kept in RAM: a prompt that shares a prefix with any
-    # earlier one (the Reasoner's growing history, a caption after a probe) starts from it
-    # instead of the last prompt only; 0 turns it off
-    prefix_cache_mb: int = Field(1024, ge=0)
+    # KV cache cells (tokens) of the one llama.cpp context, shared by the `concurrency`
+    # requests decoded together and the prompt prefixes kept for later calls (a prompt that
+    # shares a prefix with any earlier one starts from its cells); 0: 2 x n_ctx
+    kv_cells: int = Field(0, ge=0)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the replies, for stage ids: not how they are fetched
-        (concurrency, timeouts, retries, replicas, the key's variable, saved prompt states)."""
+        (concurrency, timeouts, retries, replicas, the key's variable, KV cache size)."""
         return self.model_dump(exclude={"concurrency", "timeout_s", "max_retries",
-                                        "api_key_env", "replicas", "prefix_cache_mb"})
+                                        "api_key_env", "replicas", "kv_cells"})
 
     def prompt_chars(self, reply_tokens: int, other_chars: int = 0) -> int:
         """Characters of prompt text that fit n_ctx with `reply_tokens` left for the reply and

@@ -127,7 +127,7 @@ def test_schemas_are_plain_json_schema_that_llama_cpp_compiles(index):
 
     from rewatch.models.local import load_llama, smollm2_path
 
-    vocab = llama_cpp.llama_model_get_vocab(load_llama(smollm2_path(), 512, 1).model)
+    vocab = load_llama(smollm2_path(), 512, 1).vocab
     plain = {"$defs", "$ref", "anyOf", "properties", "required", "title", "type", "enum",
              "const", "items", "minItems", "maxItems", "maxLength", "pattern"}
     result = index.segment_retrieval("red circle appears")

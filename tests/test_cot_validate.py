@@ -83,6 +83,12 @@ def test_prose_that_states_an_unobserved_video_fact_is_rejected():
     assert r.reason == "prose_adds_facts" and "square" in r.detail
     # reasoning words that are not facts of the video are free
     assert check(chain(conclusion="Therefore, having verified it, it is red.")).ok
+    assert check(chain(conclusion="As mentioned, note that this corresponds to red.")).ok
+    # ... but a word of a change the lines never show is a fact
+    r = check(chain(conclusion="As noted, it changed to a different location, so red."))
+    assert r.reason == "prose_adds_facts" and {"changed", "different"} <= set(
+        r.detail.removeprefix("the reasoning states ").removesuffix(", never observed")
+        .split(", "))
 
 
 def test_prose_that_invents_facts_the_caption_never_mentions_is_rejected():

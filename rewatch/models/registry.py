@@ -19,7 +19,8 @@ def build_model(spec: ModelSpec, cache: ResponseCache | None = None) -> ChatMode
         from rewatch.models.local import EmbeddedChatModel
 
         return EmbeddedChatModel(spec.model, model_path=spec.model_path, n_ctx=spec.n_ctx,
-                                 n_threads=spec.n_threads, prefix_cache_mb=spec.prefix_cache_mb,
+                                 n_threads=spec.n_threads, parallel=spec.concurrency,
+                                 n_cells=spec.kv_cells,
                                  **common)
     if spec.backend == "openai":
         from rewatch.models.openai_compat import OpenAIChatModel

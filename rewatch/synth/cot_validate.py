@@ -51,8 +51,12 @@ REASONING_WORDS = frozenset(content_words(
     "retrieve retrieved determine determined based conclude concluded if but not only like "
     "segment segments start starts end ends specifically suggest suggests suggesting relevant "
     "point isolate "
+    # pointing at what was said (the 1.5B converter's "as mentioned", "note that", "this
+    # corresponds to"; demo run of the batched engine, 4 of 12 rejections)
+    "mention mentions mentioned note notes noted notice notices noticed directly provide "
+    "provides provided providing correspond corresponds corresponding case "
     # naming the attribute asked about; a colour, count or shape itself must be observed
-    "colour color number count counting size shape position direction"
+    "colour color number count counting size shape position location direction"
 ))
 TAGS = ("action", "observation", "answer")
 _TAG = re.compile(r"<(/?)(action|observation|answer|think)>")
