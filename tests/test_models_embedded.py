@@ -164,6 +164,22 @@ def test_requests_decoded_together_see_only_their_own_cells(n_cells):
         assert stats["decode_calls"] < 0.6 * alone.stats["decode_calls"], stats
 
 
+async def test_sampled_replies_follow_their_seed():
+    """At a temperature above 0 the reply is drawn (llama.cpp's chain, seeded): the same seed
+    on the same prompt, each evaluated afresh (two contexts), gives the same reply; other
+    seeds give others, and every reply fits the schema."""
+    ask = [{"role": "user", "content": "Name an animal and a colour, and give a count."}]
+    a, b = EmbeddedChatModel("smollm2-135m", n_ctx=320), EmbeddedChatModel("smollm2-135m",
+                                                                           n_ctx=352)
+    first = await a.chat(ask, schema=Count, temperature=1.0, seed=1, max_tokens=48)
+    again = await b.chat(ask, schema=Count, temperature=1.0, seed=1, max_tokens=48)
+    others = [await a.chat(ask, schema=Count, temperature=1.0, seed=s, max_tokens=48)
+              for s in (2, 3, 4)]
+    assert all(isinstance(r.parsed, Count) for r in [first, again, *others])
+    assert first.text == again.text
+    assert len({r.text for r in [first, *others]}) > 1  # drawn, not greedy
+
+
 class Pick(BaseModel):
     animal: str = Field(pattern="^(aardvark|zebu|quokka)$")  # words the model would not pick
     colour: str

@@ -209,6 +209,7 @@ class BatchedLlama:
         if self._ctx is None:
             raise ModelError(f"llama.cpp could not make a {self.n_cells}-cell context for "
                              f"{path}; lower models.<name>.n_ctx or concurrency")
+        self.n_batch = int(llama_cpp.llama_n_batch(self._ctx))  # llama.cpp caps it at n_cells
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
         self.vocab = self._model.vocab
@@ -236,6 +237,8 @@ class BatchedLlama:
                keep_logits: bool = False) -> Future[Completion]:
         """Queue one chat completion; the future gives a `Completion` or raises
         ContextLengthError (the prompt does not fit `n_ctx`)."""
+        if not self._thread.is_alive():
+            raise ModelError("the embedded model was closed")
         future: Future[Completion] = Future()
         fmt = self._format(messages=messages)  # type: ignore[arg-type]  # plain chat dicts
         tokens = self._model.tokenize(fmt.prompt.encode("utf-8"), add_bos=not fmt.added_special,
@@ -360,7 +363,7 @@ class BatchedLlama:
     def _step(self, waiting: deque[_Request]) -> None:
         """One llama_decode: a token for each decoding request, then prompt chunks."""
         items: list[tuple[_Request, list[int], bool]] = []  # (request, tokens, wants logits)
-        room = N_BATCH
+        room = self.n_batch
         for r in self._active:
             if r.next is not None:
                 items.append((r, [r.next], True))
@@ -543,9 +546,7 @@ class EmbeddedChatModel(BaseChatModel):
              else "".join(p["text"] for p in m["content"])}
             for m in messages
         ]
-        llama = self.llama if self.model_path.exists() else None
-        if llama is None:  # load_llama's error, raised here rather than in a thread
-            raise ModelError(f"embedded model file not found: {self.model_path}")
+        llama = await asyncio.to_thread(lambda: self.llama)  # the first call loads it
         try:
             out = await asyncio.wrap_future(
                 llama.submit(text_msgs, schema_json, temperature, max_tokens, seed))
