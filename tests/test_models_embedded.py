@@ -207,3 +207,21 @@ async def test_the_fast_grammar_sampler_picks_what_llama_cpps_chain_picks(schema
         llama.fast_grammar = True
     assert all(replies[True]) and replies[True] == replies[False]
     assert all(schema.model_validate_json(r) for r in replies[True])
+
+
+def test_a_failed_decode_fails_its_requests_and_the_engine_goes_on():
+    """llama_decode failing (a real error, not a full cache) fails the requests in that step
+    with a clear error; the next request is served."""
+    llama = EmbeddedChatModel("smollm2-135m", n_ctx=288).llama
+    real, calls = llama._decode, [0]
+
+    def failing_once(items):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("llama_decode returned -3")
+        return real(items)
+
+    llama._decode = failing_once  # type: ignore[method-assign]
+    with pytest.raises(ModelError, match="decode failed"):
+        llama.complete(ASK, None, 0.0, 8)
+    assert llama.complete(ASK, None, 0.0, 8).completion_tokens > 0

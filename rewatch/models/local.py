@@ -302,9 +302,8 @@ class BatchedLlama:
             try:
                 self._step(waiting)
             except Exception as e:  # noqa: BLE001  # the engine goes on; these requests fail
-                for r in self._active:
+                for r in list(self._active):  # _release removes each from the list
                     self._release(r, error=ModelError(f"llama.cpp decode failed: {e}"))
-                self._active.clear()
 
     def _sampler(self, spec: tuple[dict[str, Any] | None, float, int]) -> Any:
         """Greedy through `GreedyGrammarSampler`; sampled replies through llama.cpp's chain."""
