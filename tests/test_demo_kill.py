@@ -74,7 +74,9 @@ def overrides(url: str) -> list[str]:
         for key, value in (("backend", "openai"), ("base_url", url), ("model", f"scripted-{name}"),
                            ("max_retries", 0), ("timeout_s", 120)):
             out += ["--set", f"models.{name}.{key}={value}"]
-    return out + ["--set", "synth.qa.questions_per_video=3"]
+    # one call at a time (the demo config runs 4): the kill is placed by the request order,
+    # which concurrent calls do not fix
+    return out + ["--set", "synth.qa.questions_per_video=3", "--set", "synth.concurrency=1"]
 
 
 def demo(videos: Path, out: Path, srv: ScriptedTestServer, switch: KillSwitch,
