@@ -72,7 +72,7 @@ def overrides(url: str) -> list[str]:
     out = []
     for name in ("llm", "probe_small"):
         for key, value in (("backend", "openai"), ("base_url", url), ("model", f"scripted-{name}"),
-                           ("max_retries", 0), ("timeout_s", 120)):
+                           ("max_retries", 0), ("timeout_s", 120), ("concurrency", 1)):
             out += ["--set", f"models.{name}.{key}={value}"]
     # one call at a time (the demo config runs 4): the kill is placed by the request order,
     # which concurrent calls do not fix
