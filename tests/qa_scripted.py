@@ -67,7 +67,7 @@ TEXT_BIASED = Q("Which shape is round and can roll?", "circle", qtype="attribute
                 evidence=("00:03",), text="a circle", summary="ball")
 WRONG_LEXICAL = Q("How many blue squares move left?", "three", qtype="counting",
                   evidence=("00:06",))
-WRONG_JUDGED = Q("What colour is the circle that appears at 00:02?", "blue",
+WRONG_JUDGED = Q("Where does the red circle appear at 00:02?", "right edge",  # "edge" is cited
                  evidence=("00:02",), supported=False)
 NO_EVIDENCE = Q("What colour is the triangle at the end?", "yellow", evidence=("09:59",))
 LEAKY = Q("Is the circle that rolls right a red circle?", "red", evidence=("00:03",))

@@ -325,9 +325,15 @@ async def test_f1_line_support_accepts_the_target_lines_own_words_without_the_ju
     got = await answer_verification(cand("What shape appears at 00:08?", "triangle"), cap,
                                     no_judge, qa)
     assert got.passed and got.evidence["method"] == "line_words"
+    # an answer that is none of its line's words is rejected without the judge (the square
+    # is in the caption, at another moment)
+    got = await answer_verification(cand("What shape appears at 00:08?", "square"), cap,
+                                    no_judge, qa)
+    assert not got.passed and got.reason == "answer_not_in_evidence"
+    assert "square" in cap.detail_text()
     # the judge is still asked when a word is not the line's, or the time is not named, or
     # the setting is off
-    for c, q in ((cand("What shape appears at 00:08?", "square"), qa),
+    for c, q in ((cand("What shape appears at 00:08?", "yellow square"), qa),
                  (cand("What shape appears next?", "triangle"), qa),
                  (cand("What shape appears at 00:08?", "triangle"), QAConfig())):
         with pytest.raises(AttributeError):

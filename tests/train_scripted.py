@@ -164,7 +164,9 @@ def small_sft_data(run: Path, cfg: Config) -> Any:
     def size(s: Any) -> int:
         return len(s.target or "") + len(s.caption.detail_text() if s.caption else "")
 
-    pick = {t: sorted((s for s in data.sft_train if s.task == t), key=size)
+    # ties broken by the text, so the slice is the same whatever order the run wrote
+    pick = {t: sorted((s for s in data.sft_train if s.task == t),
+                      key=lambda s: (size(s), s.prompt, s.target or ""))
             for t in ("caption", "direct", "think")}
     assert all(pick.values()), {t: len(v) for t, v in pick.items()}
     chains = pick["think"][:2]

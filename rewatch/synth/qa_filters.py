@@ -289,15 +289,22 @@ def reject(stage: str, item_id: str, video_id: str, filt: str, reason: str,
 async def answer_verification(c: Candidate, caption: CaptionRecord, judge: ChatModel,
                               qa: QAConfig, tally: Counter[str] | None = None) -> FilterResult:
     """F1: the answer must be stated by C_detail. An answer sharing no word with C_detail is
-    rejected without a call. With `f1_line_support` an anchored question (one evidence line,
-    its time named in the question) whose answer words are all words of that line, and not
-    only the captioner's phrasing, is supported without a call. Otherwise the judge reads the
-    cited lines and their neighbourhood."""
+    rejected without a call, and so is one sharing no word with the lines it cites (its
+    evidence), unless it is a count over several lines. With `f1_line_support` an anchored
+    question (one evidence line, its time named in the question) whose answer words are all
+    words of that line, and not only the captioner's phrasing, is supported without a call.
+    Otherwise the judge reads the cited lines and their neighbourhood."""
     detail_words = set(content_words(normalize_answer(" ".join(x.text for x in caption.detail))))
     words = answer_tokens(c.answer)
     if words and not words & detail_words:
         return FilterResult("F1", False, "answer_not_in_caption",
                             {"method": "lexical", "answer_words": sorted(words)})
+    cited = set().union(*(answer_tokens(x.text) for x in c.evidence))
+    count_over_lines = len(c.evidence) > 1 and all(w.isdigit() for w in words)
+    if words and c.evidence and not words & cited and not count_over_lines:
+        return FilterResult("F1", False, "answer_not_in_evidence",
+                            {"method": "lexical", "answer_words": sorted(words),
+                             "evidence": [line_text(x) for x in c.evidence]})
     if qa.f1_line_support and len(c.evidence) == 1 and words:
         line = c.evidence[0]
         if mmss(line.start) in c.question and words <= answer_tokens(line.text) and \
