@@ -279,13 +279,21 @@ def sample_videos(dest: str | Path | None = None, *, synthetic: bool = True) -> 
     return paths
 
 
-if __name__ == "__main__":  # python -m rewatch.samples fetch  (what `make samples` runs)
+if __name__ == "__main__":
+    # python -m rewatch.samples fetch        (what `make samples` runs)
+    # python -m rewatch.samples heldout DIR  (generated videos that are not the demo's own,
+    #                                         with known truth: `rewatch demo --videos DIR`)
     import sys
 
     if sys.argv[1:] == ["fetch"]:
         print(fetch_gradio_world())
         for spec in SYNTHETIC_SPECS:
             print(synthetic_video(synthetic_path(CACHE_DIR / "synthetic", spec), spec).path)
+    elif len(sys.argv) == 3 and sys.argv[1] == "heldout":
+        from rewatch.truth import heldout_specs
+
+        for spec in heldout_specs():
+            print(synthetic_video(synthetic_path(sys.argv[2], spec), spec).path)
     else:
-        print("usage: python -m rewatch.samples fetch", file=sys.stderr)
+        print("usage: python -m rewatch.samples fetch | heldout DIR", file=sys.stderr)
         sys.exit(2)

@@ -37,6 +37,8 @@ _DIRECTIONS = ("left", "right", "up", "down")
 _COLOUR_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, NAMED_COLOURS), key=len,
                                                      reverse=True)) + r")\b")
 TOL = 1.0  # seconds either side
+_MOTION_WORDS = frozenset("move moves moving moved roll rolls rolling slide slides sliding go goes "
+                          "going travel travels travelling traveling drift drifts drifting".split())
 
 
 def colours_in(text: str) -> list[str]:
@@ -146,7 +148,10 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
     events = {w for w in words if w in {"appears", "appear", "appeared", "disappears",
                                         "disappear", "disappeared", "leaves", "leave", "left",
                                         "still", "stays"}}
-    if not (colours or kinds or dirs or numbers or events):
+    # "moving right" claims a motion: its direction is no position, and "moving" alone says
+    # the shape moves
+    claims_motion = bool(words & _MOTION_WORDS)
+    if not (colours or kinds or dirs or numbers or events or claims_motion):
         return "unverifiable"
     q_words = set(re.findall(r"[a-z]+", question.lower()))
     asks_background = "background" in q_words
@@ -180,9 +185,12 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
             t = (a + b) / 2
             appears = bool(q_words & {"appear", "appears"})  # where one appears: it enters
             ok &= any((not asks_where and _moves(s, d))
-                      or (not asks_motion and _side(s, s.enter + 0.25 if appears else t, d,
-                                                    spec.width, spec.height))
+                      or (not (asks_motion or claims_motion)
+                          and _side(s, s.enter + 0.25 if appears else t, d, spec.width,
+                                    spec.height))
                       for s in about for d in dirs)
+        if claims_motion and not dirs and ok:
+            ok &= any(s.direction() is not None for s in about)
         if numbers and ok and not (colours or kinds or dirs):
             # a count holds at the evidence moment itself (just after it, within half a second;
             # the count a second earlier or later is another answer)

@@ -117,6 +117,13 @@ def test_answer_truth_checks_the_facts_at_the_evidence_time():
     q = "Which way does the white circle move?"
     assert answer_truth(truth, q, "left", [(9.0, 12.0)]) == "true"
     assert answer_truth(truth, q, "bottom", [(9.0, 12.0)]) == "false"  # its place, not motion
+    q = "What is the state of the yellow square at 00:06?"  # still, at the top right
+    assert answer_truth(truth, q, "still", [(6.0, 7.0)]) == "true"
+    assert answer_truth(truth, q, "top right", [(6.0, 7.0)]) == "true"
+    assert answer_truth(truth, q, "moving right", [(6.0, 7.0)]) == "false"  # a motion, no place
+    assert answer_truth(truth, q, "moving", [(6.0, 7.0)]) == "false"
+    assert answer_truth(truth, "What is the red circle doing at 00:02?", "moving",
+                        [(2.0, 3.0)]) == "true"
 
 
 def test_a_window_inside_a_shot_does_not_start_the_video_again(tmp_path: Path) -> None:
