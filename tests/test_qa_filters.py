@@ -273,6 +273,21 @@ def test_generation_checks_name_the_defect():
         c.question = q
         problem = generation_checks(c, set(), duration=12.0) or ""
         assert problem.startswith(("time_outside_video", "malformed_time")), (q, problem)
+    # the 1.5B M_qa's own, from a held-out run: the prompt's words, a time range left open
+    c.question = "What detail does the target line describe about the yellow object at 00:08?"
+    assert generation_checks(c, set(), duration=12.0) == "question_names_the_prompt"
+    c.question = "What appears when the red circle leaves, as the first captionline says?"
+    assert generation_checks(c, set(), duration=12.0) == "question_names_the_prompt"
+    c.question = "Which shape appears when the red circle leaves at 00:08- ?"
+    assert generation_checks(c, set(), duration=12.0) == "malformed_time: a time range with no end"
+    c.question = "Which shape appears when the red circle leaves in 00:07 - 00:09?"
+    assert generation_checks(c, set(), duration=12.0) is None
+    # printable ASCII only: a full-width question mark does not fit the grammar's pattern
+    timed = fixed_answer_schema(None, ("00:08",))
+    timed.model_validate({"answer": "triangle", "question": "Which shape appears at 00:08?"})
+    for q in ("Which shape appears at 00:08 ？?", "Which shape appears at 00:08 or 00:09?"):
+        with pytest.raises(ValidationError):
+            timed.model_validate({"answer": "triangle", "question": q})
     for q, a in (("Which object is on screen when the red circle leaves?", "one"),
                  ("What is the second object on screen when the red circle leaves?", "two"),
                  ("How many shapes appear when the red circle leaves?", "triangle")):

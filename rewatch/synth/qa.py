@@ -67,8 +67,10 @@ STAGE = "qa"
 # --- contrastive generation --------------------------------------------------------------------
 # a question: opens with a question or time word, ends with "?" (the grammar holds a small
 # model to this; it otherwise writes identifiers or statements); no brackets (a 1.5B model
-# otherwise runs on into caption lines: "... and the new00:00-00:00] Two objects are ...?")
-_Q_CHARS = r"[^\"\n?\[\]]"
+# otherwise runs on into caption lines: "... and the new00:00-00:00] Two objects are ...?");
+# printable ASCII only (at a loss it padded a question with full-width marks: "... 00:00-  ？?")
+_Q_CHARS = r"[ !#->@-Z^-~]"
+_Q_CHARS_NO_DIGIT = r"[ !#-/:->@-Z^-~]"
 QUESTION_PATTERN = (r"^(What|Which|When|Where|How|Who|Why|Whose|In|At|After|Before|During|Is|"
                     rf"Are|Does|Do) {_Q_CHARS}{{4,180}}\?$")
 
@@ -96,7 +98,7 @@ def fixed_answer_schema(answer: str | None, about: tuple[str, ...] = ()) -> type
         # questions of demo run c5e505d glued a time to a word or listed other times
         # ("slowly00:02-00:04", "at 00:04, 400:02")
         timed = all(re.fullmatch(r"\d{2}:\d{2}", w) for w in about)
-        rest = _Q_CHARS[:-1] + "0-9]" if timed else _Q_CHARS
+        rest = _Q_CHARS_NO_DIGIT if timed else _Q_CHARS
         pattern = QUESTION_PATTERN.replace(rf"{_Q_CHARS}{{4,180}}\?$",
                                            rf"({rest}{{0,89}} )?({alts}){rest}{{0,80}}\?$")
     answer_type: Any = (one_of((answer,)), ...) if answer is not None else (
@@ -231,6 +233,9 @@ _MOTION = re.compile(r"\b(mov|walk|run|driv|fl[iy]|turn|go|head|travel|roll|slid
 _TIME_IN_TEXT = re.compile(r"(?<![\d:])(\d{1,2}):(\d{2})(?::(\d{2}))?(?![\d:])")
 
 
+_NAMES_PROMPT = re.compile(r"\b(target line|caption ?lines?|cited lines?)\b", re.I)
+
+
 def time_problem(question: str, duration: float) -> str | None:
     """A time the question names that cannot be read or lies past the video's end ("at
     00:06:06" in a 12-second video, "is00:09" glued to a word), or None."""
@@ -260,6 +265,13 @@ def generation_checks(c: Candidate, seen: set[str], duration: float | None = Non
         return "answer_type_mismatch: 'how many' is not answered by a count"
     if not c.evidence:
         return f"evidence_not_in_caption: cited {c.stamps} match no C_detail line"
+    # a question about the video, not about the prompt M_qa read (held-out run: "What detail
+    # does the target line describe about the pink object at 00:06?"), and no time range left
+    # open ("... before any movement occurs, 00:00- ?")
+    if _NAMES_PROMPT.search(c.question):
+        return "question_names_the_prompt"
+    if re.search(r"\d:\d{2}\s*-(?!\s*\d)", c.question):
+        return "malformed_time: a time range with no end"
     # which way something moves, asked of lines where nothing moves (demo run be00494: "Which
     # direction does the green square move ... at 00:01?" -> "left", of "The green square
     # stays still at the top left.")
