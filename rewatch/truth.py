@@ -7,10 +7,12 @@
   colours, shapes, directions, positions, counts and appear/leave events named by the answer
   must hold for a shape visible then (constrained by the colour and shape the question names).
   What the question asks narrows it: a question about the background is answered by the
-  background's colour only (not a shape's), "where" by a position (where the shape is, at its
-  appearance when it asks where one appears; an event word is no position), "which way" by a
-  motion. It is a rule-based check of the answer's facts, not of the question's whole meaning,
-  and says `unverifiable` when the answer names none of these facts.
+  background's colour only (not a shape's), one about a shape's colour by a shape's only (not
+  the background's), "where" by a position (where the shape is, at its appearance when it asks
+  where one appears; an event word is no position), "which way" by a motion, and an answer
+  that says a shape moves ("moving right") claims a motion, not a position. It is a rule-based
+  check of the answer's facts, not of the question's whole meaning, and says `unverifiable`
+  when the answer names none of these facts.
 - `heldout_specs`: generated videos that are not the demo's own (seeded layouts with circles,
   squares, rectangles and triangles), for measuring the captioner and the pipeline.
 """
@@ -174,7 +176,8 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
             # neighbouring shot's background is a different answer)
             mid = (a + b) / 2
             on_back = any(c in _backgrounds(truth, mid, mid) for c in colours)
-            ok &= on_back if asks_background else bool(pool) or on_back
+            # (a question about a shape's colour is not answered by the background's)
+            ok &= on_back if asks_background else bool(pool) or (on_back and not q_kinds)
             about = pool or about
         if kinds and ok:
             pool = [s for s in about if s.kind in kinds and (not q_colours or colours

@@ -110,6 +110,10 @@ def test_answer_truth_checks_the_facts_at_the_evidence_time():
     assert answer_truth(truth, q, "yellow", [(5.0, 5.0)]) == "false"  # the square, on it
     assert answer_truth(truth, "What colour is the square at 00:05?", "yellow",
                         [(5.0, 5.0)]) == "true"
+    assert answer_truth(truth, "What colour is the square at 00:05?", "gray",
+                        [(5.0, 5.0)]) == "false"  # the background's, not the square's
+    assert answer_truth(truth, "What colour is at the centre at 00:05?", "gray",
+                        [(5.0, 5.0)]) == "true"  # no shape named: the background answers
     q = "Where does the white circle appear at 00:09?"  # enters at the bottom right, moves left
     assert answer_truth(truth, q, "bottom right", [(9.0, 9.0)]) == "true"
     assert answer_truth(truth, q, "left", [(9.0, 9.0)]) == "false"  # its motion, not its place
