@@ -220,3 +220,32 @@ def test_the_caption_fill_offers_words_of_the_answer_s_kind():
     # an answer of no known kind: the other lines' detail words, as before
     assert "slowly" in fill("What appears at 00:04?", "a green triangle",
                             "[00:04-00:06] a green triangle appears in the centre")
+
+
+async def test_a_refill_after_the_key_check_never_repeats_another_items_set(monkeypatch):
+    """Demo run 03538a5: the judge picked "bottom left" in one item of "Where does the light
+    gray blob appear ...?", and the only spare of a 5-word pool made its set the same as the
+    other item's. The refill may not do that: the item is rejected instead. (The key check is
+    replaced by a scripted judge here, which picks "bottom left" whenever it is an option.)"""
+    from rewatch.config import Config
+    from rewatch.schema import QARecord
+    from rewatch.synth import mcq
+
+    async def scripted_judge(question, options, detail, cfg, models, tally):
+        return next((k for k, v in options.items() if v == "bottom left"),
+                    next(k for k, v in options.items() if v == "top"))
+
+    monkeypatch.setattr(mcq, "key_check", scripted_judge)
+    rec = QARecord(id="q", video_id="v", question="Where does the blob appear at 00:02?",
+                   answer="top", qtype="attribute", evidence=["[00:02-00:02] A blob, top left."])
+    pool = ["bottom", "right", "bottom left", "bottom right", "centre"]
+    first = {"bottom right", "centre", "bottom", "right"}
+    second = ["bottom left", "centre", "bottom", "right"]
+    args = ("C", "k", "", Config(), {}, None)
+    options, check = await mcq.checked_options(rec, second, pool, *args)  # alone: refilled
+    assert "problem" not in check and set(options.values()) == first | {"top"}
+    options, check = await mcq.checked_options(rec, second, pool, *args, taken=[first])
+    assert check["problem"].startswith("judge_chose_")  # the only spare would repeat `first`
+    bigger = [*pool, "left"]
+    options, check = await mcq.checked_options(rec, second, bigger, *args, taken=[first])
+    assert "problem" not in check and set(options.values()) - {"top"} != first

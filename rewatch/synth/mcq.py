@@ -331,13 +331,17 @@ async def build_video_mcqs(accepted: list[QARecord], caption: CaptionRecord, cfg
                                      "distractors", ev.pop("reason"), qa_id=rec.id,
                                      question=rec.question, answer=rec.answer, checks=ev))
             continue
+        finals: dict[int, set[str]] = {}  # each item's distractors, once checked
         for j, distractors in enumerate(sets):
             iid = mcq_id(rec.id, j, cfg)
             if written and iid in written:
                 continue
             letter = balancer.choose(iid)
+            # two items of a question never share one distractor set, also after a refill
+            taken = [finals.get(k, set(s)) for k, s in enumerate(sets) if k != j]
             options, check = await checked_options(rec, distractors, ev["pool"], letter, iid,
-                                                   ev["detail"], cfg, models, tally)
+                                                   ev["detail"], cfg, models, tally, taken)
+            finals[j] = {v for k, v in options.items() if k != letter}
             problem = validate_mcq(options, letter, q.num_options) or check.get("problem")
             if problem:
                 balancer.counts[letter] -= 1
@@ -355,11 +359,14 @@ async def build_video_mcqs(accepted: list[QARecord], caption: CaptionRecord, cfg
 
 async def checked_options(rec: QARecord, distractors: list[str], pool: list[str], letter: str,
                           key: str, detail: str, cfg: Config, models: Models,
-                          tally: Counter[str] | None) -> tuple[dict[str, str], dict[str, Any]]:
+                          tally: Counter[str] | None, taken: Iterable[set[str]] = ()
+                          ) -> tuple[dict[str, str], dict[str, Any]]:
     """Place the options and have the judge solve the item from C_detail (`key_check`). A
     distractor the judge picks is struck (it may be true as well) and replaced by an unused one
-    from the pool, once; if the judge still misses the key, `problem` says so. With
-    `key_check_counts: false`, an item whose options are all counts is not checked."""
+    from the pool, once, never so that the set is one in `taken` (the question's other items);
+    if the judge still misses the key, `problem` says so. With `key_check_counts: false`, an
+    item whose options are all counts is not checked."""
+    taken = list(taken)
     seed = cfg.synth.seed
     if not cfg.synth.qa.key_check_counts and as_number(rec.answer) is not None and all(
             as_number(d) is not None for d in distractors):
@@ -377,7 +384,8 @@ async def checked_options(rec: QARecord, distractors: list[str], pool: list[str]
         if chose is None:
             return options, {"problem": "key_check_schema_error"}
         struck.append(options[chose])
-        spare = [d for d in pool if d not in current and d not in struck]
+        spare = [d for d in pool if d not in current and d not in struck and
+                 set(current) - {options[chose]} | {d} not in taken]
         if attempt == 1 or not spare:
             break
         current = [spare[0] if d == options[chose] else d for d in current]
