@@ -244,6 +244,19 @@ def test_answer_hint_is_a_detail_the_summary_lacks():
                   "What appears at 00:03 and at 400:02?", "What appears at 00:08?"):
         with pytest.raises(ValidationError):
             timed.model_validate({"answer": "red", "question": glued})
+    # ... or the line's whole span, and no other end (held-out run of 03538a5: held to the start
+    # alone, 3 of 20 questions ended "00:03- ?")
+    spanned = fixed_answer_schema(None, ("00:03",), "00:07")
+    for q in ("What appears at 00:03-00:07?", "At 00:03-00:07, what appears?",
+              "At 00:03, what appears?"):
+        assert spanned.model_validate({"answer": "red", "question": q})
+    for q in ("What appears at 00:03-00:08?", "What appears at 00:03- ?",
+              "What appears at 00:03-00:07-00:09?"):
+        with pytest.raises(ValidationError):
+            spanned.model_validate({"answer": "red", "question": q})
+    for q in ("What appears at 00:03- ?", "What appears at 00:03-00:07?"):  # no span: no dash
+        with pytest.raises(ValidationError):
+            timed.model_validate({"answer": "red", "question": q})
 
 
 def test_generation_checks_name_the_defect():
