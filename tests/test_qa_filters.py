@@ -402,28 +402,3 @@ def test_which_way_is_not_asked_of_a_line_where_nothing_moves():
     assert check("Which direction does the green square move at 00:01?",
                  "The green square moves left slowly.") is None
     assert check("Where is the green square at 00:01?", still) is None  # a place, not a way
-
-
-async def test_the_prompt_shows_a_motion_example_only_for_a_line_that_moves():
-    """Shown "Which way does the red circle move ...?" for still lines, the 1.5B M_qa asked
-    which way they move (4 of 30 candidates of demo run 0e3aa56, all rejected)."""
-    from rewatch.config import QAConfig
-    from rewatch.models.openai_compat import OpenAIChatModel
-    from rewatch.models.scripted_server import last_user_text
-    from rewatch.schema import CaptionLine
-    from rewatch.synth.qa import anchored_generation
-
-    cap = shapes_caption("shapes")
-    still = CaptionLine(start=1, end=6, text="The green square stays still at the top left.")
-    moving = CaptionLine(start=1, end=6, text="The green square moves left slowly.")
-    reply = '{"answer": "left", "question": "Where is the green square at 00:01?"}'
-    with ScriptedTestServer(reply) as srv:
-        model = OpenAIChatModel("scripted", srv.base_url)
-        qa = QAConfig(generation="anchored", answer_hint="off", anchor_time=True)
-        for line in (still, moving):
-            got = await anchored_generation(cap, line, "attribute", model, qa)
-            assert got["question"] == "Where is the green square at 00:01?"
-        prompts = [last_user_text(body) for body in srv.requests]
-    assert len(prompts) == 2
-    assert "Where is the blue triangle" in prompts[0] and "Which way" not in prompts[0]
-    assert "Which way does the red circle move" in prompts[1] and "Where is" not in prompts[1]

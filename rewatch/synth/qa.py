@@ -168,14 +168,6 @@ def target_types(caption: CaptionRecord, qa: QAConfig, n: int, seed: int = 0) ->
     return [qa.question_types[(off + i) % len(qa.question_types)] for i in range(n)]
 
 
-# the prompt's example of a motion question only where the target line moves: shown it for
-# still lines, the 1.5B M_qa asked which way they move (4 of 30 candidates of demo run 0e3aa56,
-# "Which way does the navy blob move ...?" of "The gray blob stays still on the left.")
-_EXAMPLE_MOVE = ('{"answer": "right", "question": "Which way does the red circle move after it '
-                 'appears?"}')
-_EXAMPLE_PLACE = '{"answer": "top left", "question": "Where is the blue triangle at 00:04?"}'
-
-
 async def anchored_generation(caption: CaptionRecord, line: CaptionLine, qtype: str,
                               generator: ChatModel, qa: QAConfig, seed: int = 0,
                               tally: Counter[str] | None = None) -> dict[str, Any]:
@@ -185,8 +177,7 @@ async def anchored_generation(caption: CaptionRecord, line: CaptionLine, qtype: 
     prompt = load_prompt("qa_generate_anchored.md").format(
         context=caption_window(caption, qa.anchor_context_chars, line.start),
         summary=caption.summary or "(none)", line=line_text(line), qtype=qtype,
-        hint=f'Answer: "{hint}"\n' if hint else "",
-        example=_EXAMPLE_MOVE if _MOTION.search(line.text) else _EXAMPLE_PLACE)
+        hint=f'Answer: "{hint}"\n' if hint else "")
     schema: type[BaseModel] = AnchoredQuestion
     if hint and qa.answer_hint == "fix":
         schema = fixed_answer_schema(hint, line_words(line, hint))
