@@ -10,7 +10,9 @@
   background's colour only (not a shape's), one about a shape's colour by a shape's only (not
   the background's), "where" by a position (where the shape is, at its appearance when it asks
   where one appears; an event word is no position), "which way" by a motion, and an answer
-  that says a shape moves ("moving right") claims a motion, not a position. It is a rule-based
+  that says a shape moves ("moving right") claims a motion, not a position; "slowly" and
+  "quickly" are the shape's speed (under 0.1 or over 0.3 frame sizes a second, the object
+  captioner's words for those speeds). It is a rule-based
   check of the answer's facts, not of the question's whole meaning, and says `unverifiable`
   when the answer names none of these facts.
 - `heldout_specs`: generated videos that are not the demo's own (seeded layouts with circles,
@@ -19,6 +21,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Iterable
@@ -124,6 +127,16 @@ def caption_scores(truth: GroundTruth, lines: Iterable[CaptionLine]) -> CaptionS
     return score
 
 
+# a pace in frame sizes per second: the object captioner's words for them, so that a
+# generated video checks whether it measured the speed right
+_PACES = {"slowly": lambda v: 0 < v < 0.1, "slow": lambda v: 0 < v < 0.1,
+          "quickly": lambda v: v > 0.3, "quick": lambda v: v > 0.3, "fast": lambda v: v > 0.3}
+
+
+def _speed(s: Shape, width: int, height: int) -> float:
+    return math.hypot(s.velocity[0] / width, s.velocity[1] / height)
+
+
 def _moves(s: Shape, direction: str) -> bool:
     return s.direction() == direction
 
@@ -153,7 +166,8 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
     # "moving right" claims a motion: its direction is no position, and "moving" alone says
     # the shape moves
     claims_motion = bool(words & _MOTION_WORDS)
-    if not (colours or kinds or dirs or numbers or events or claims_motion):
+    paces = words & set(_PACES)
+    if not (colours or kinds or dirs or numbers or events or claims_motion or paces):
         return "unverifiable"
     q_words = set(re.findall(r"[a-z]+", question.lower()))
     asks_background = "background" in q_words
@@ -161,6 +175,17 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
     asks_where = not asks_motion and bool(q_words & {"where", "position", "located"})
     if asks_where and not dirs:
         return "false"  # "where ...?" answered with no position
+    # "how does it move?" / "which way?" is not answered by an appearance or a departure
+    # (held-out run of 0e3aa56: "How does the white triangle move ...?" had the options
+    # "appears" and "disappears", counted true because the triangle appears then)
+    if asks_motion and events and not (dirs or claims_motion or events & {"still", "stays"}) \
+            and re.match(r"(how|which way|in which direction|what direction)\b",
+                         question.lower()):
+        return "false"
+    if asks_where and q_colours and q_kinds:
+        # "where is the blue rectangle ... before the white triangle disappears?" asks where
+        # the first shape named is (the same run counted "top" true: the white triangle's place)
+        q_colours, q_kinds = q_colours[:1], q_kinds[:1]
     spec = truth.spec
     for a, b in spans:
         lo, hi = a - TOL, b + TOL
@@ -187,13 +212,17 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
         if dirs and ok:
             t = (a + b) / 2
             appears = bool(q_words & {"appear", "appears"})  # where one appears: it enters
-            ok &= any((not asks_where and _moves(s, d))
+            # a place holds whole ("top left": top and left, of one shape); a motion in any
+            # of its directions
+            ok &= any((not asks_where and any(_moves(s, d) for d in dirs))
                       or (not (asks_motion or claims_motion)
-                          and _side(s, s.enter + 0.25 if appears else t, d, spec.width,
-                                    spec.height))
-                      for s in about for d in dirs)
+                          and all(_side(s, s.enter + 0.25 if appears else t, d, spec.width,
+                                        spec.height) for d in dirs))
+                      for s in about)
         if claims_motion and not dirs and ok:
             ok &= any(s.direction() is not None for s in about)
+        if paces and ok:
+            ok &= any(_PACES[p](_speed(s, spec.width, spec.height)) for s in about for p in paces)
         if numbers and ok and not (colours or kinds or dirs):
             # a count holds at the evidence moment itself (just after it, within half a second;
             # the count a second earlier or later is another answer)

@@ -128,6 +128,30 @@ def test_answer_truth_checks_the_facts_at_the_evidence_time():
     assert answer_truth(truth, q, "moving", [(6.0, 7.0)]) == "false"
     assert answer_truth(truth, "What is the red circle doing at 00:02?", "moving",
                         [(2.0, 3.0)]) == "true"
+    # "how does it move?" is not answered by an appearance (held-out run of 0e3aa56)
+    q = "How does the white circle move from the right to the left at 00:09-00:12?"
+    assert answer_truth(truth, q, "left", [(9.0, 12.0)]) == "true"
+    assert answer_truth(truth, q, "appears", [(9.0, 12.0)]) == "false"
+    assert answer_truth(truth, q, "disappears", [(9.0, 12.0)]) == "false"
+    assert answer_truth(truth, "What happens when the white circle moves?", "appears",
+                        [(9.0, 12.0)]) == "true"  # not asked how it moves
+    # "where is X ... when Y ...?" asks where X is, not Y (the same run)
+    q = "Where is the yellow square just before the white circle appears at 00:09?"
+    assert answer_truth(truth, q, "top right", [(8.0, 9.0)]) == "true"
+    assert answer_truth(truth, q, "bottom", [(8.0, 9.0)]) == "false"  # the white circle's
+    # a pace is the shape's speed: the white triangle of held-out video 2 moves 30 px/s in a
+    # 320 px frame, slowly; the red circle above, 40 px/s, neither slowly nor quickly
+    from rewatch.truth import heldout_specs
+
+    held = GroundTruth(heldout_specs()[2], Path("x.mp4"))
+    q = "How does the white triangle move from the centre to the left at 00:06-00:11?"
+    assert answer_truth(held, q, "slowly", [(6.0, 11.0)]) == "true"
+    assert answer_truth(held, q, "quickly", [(6.0, 11.0)]) == "false"
+    assert answer_truth(truth, "How does the red circle move?", "slowly", [(1.0, 5.0)]) == "false"
+    # a place holds whole: the yellow square is at the top right, not the top left
+    q = "Where is the yellow square just before the white circle appears at 00:09?"
+    assert answer_truth(truth, q, "top left", [(8.0, 9.0)]) == "false"
+    assert answer_truth(truth, q, "right", [(8.0, 9.0)]) == "true"
 
 
 def test_a_window_inside_a_shot_does_not_start_the_video_again(tmp_path: Path) -> None:
