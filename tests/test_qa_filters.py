@@ -251,7 +251,8 @@ def test_answer_hint_is_a_detail_the_summary_lacks():
               "At 00:03, what appears?"):
         assert spanned.model_validate({"answer": "red", "question": q})
     for q in ("What appears at 00:03-00:08?", "What appears at 00:03- ?",
-              "What appears at 00:03-00:07-00:09?"):
+              "What appears at 00:03-00:07-00:09?", "What appears at the 00:03-00:07} shot?",
+              "What appears at 00:03-00:07 {the shot}?", "What_appears at 00:03?"):
         with pytest.raises(ValidationError):
             spanned.model_validate({"answer": "red", "question": q})
     for q in ("What appears at 00:03- ?", "What appears at 00:03-00:07?"):  # no span: no dash
