@@ -248,11 +248,11 @@ def test_answer_hint_is_a_detail_the_summary_lacks():
     # alone, 3 of 20 questions ended "00:03- ?")
     spanned = fixed_answer_schema(None, ("00:03",), "00:07")
     for q in ("What appears at 00:03-00:07?", "At 00:03-00:07, what appears?",
-              "At 00:03, what appears?"):
+              "At 00:03, what appears?", "At 00:03, which word fills the blank: a ___ appears?"):
         assert spanned.model_validate({"answer": "red", "question": q})
     for q in ("What appears at 00:03-00:08?", "What appears at 00:03- ?",
               "What appears at 00:03-00:07-00:09?", "What appears at the 00:03-00:07} shot?",
-              "What appears at 00:03-00:07 {the shot}?", "What_appears at 00:03?"):
+              "What appears at 00:03-00:07 {the shot}?", "What appears at 00:03 |here?"):
         with pytest.raises(ValidationError):
             spanned.model_validate({"answer": "red", "question": q})
     for q in ("What appears at 00:03- ?", "What appears at 00:03-00:07?"):  # no span: no dash

@@ -70,10 +70,11 @@ STAGE = "qa"
 # otherwise runs on into caption lines: "... and the new00:00-00:00] Two objects are ...?");
 # printable ASCII only (at a loss it padded a question with full-width marks: "... 00:00-  ？?"),
 # and no braces or other code marks (after a line's span it closed a bracket that is not there:
-# "the yellow 00:04-00:08} disappears", 2 accepted questions of two runs of 0e3aa56)
-_Q_CHARS = r"[ !#->@-Za-z]"
-_Q_CHARS_NO_DIGIT = r"[ !#-/:->@-Za-z]"
-_Q_CHARS_NO_DIGIT_DASH = r"[ !#-,./:->@-Za-z]"
+# "the yellow 00:04-00:08} disappears", 2 accepted questions of two runs of 0e3aa56); "_" stays
+# for a cloze's blank ("which word fills the blank: ___ shapes appear?")
+_Q_CHARS = r"[ !#->@-Z_a-z]"
+_Q_CHARS_NO_DIGIT = r"[ !#-/:->@-Z_a-z]"
+_Q_CHARS_NO_DIGIT_DASH = r"[ !#-,./:->@-Z_a-z]"
 QUESTION_PATTERN = (r"^(What|Which|When|Where|How|Who|Why|Whose|In|At|After|Before|During|Is|"
                     rf"Are|Does|Do) {_Q_CHARS}{{4,180}}\?$")
 
