@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rewatch.models.objects import QUICK_ABOVE, SLOW_BELOW
 from rewatch.samples import GroundTruth, Shape, SyntheticSpec
 from rewatch.schema import CaptionLine
 from rewatch.text import numbers_in
@@ -127,10 +128,10 @@ def caption_scores(truth: GroundTruth, lines: Iterable[CaptionLine]) -> CaptionS
     return score
 
 
-# a pace in frame sizes per second: the object captioner's words for them, so that a
-# generated video checks whether it measured the speed right
-_PACES = {"slowly": lambda v: 0 < v < 0.1, "slow": lambda v: 0 < v < 0.1,
-          "quickly": lambda v: v > 0.3, "quick": lambda v: v > 0.3, "fast": lambda v: v > 0.3}
+# a pace in frame sizes per second, as the object captioner words it, so that a generated
+# video checks whether it measured the speed right: (lowest, highest) speed of each word
+_SLOW, _QUICK = (0.0, SLOW_BELOW), (QUICK_ABOVE, math.inf)
+_PACES = {"slowly": _SLOW, "slow": _SLOW, "quickly": _QUICK, "quick": _QUICK, "fast": _QUICK}
 
 
 def _speed(s: Shape, width: int, height: int) -> float:
@@ -222,7 +223,8 @@ def answer_truth(truth: GroundTruth, question: str, answer: str,
         if claims_motion and not dirs and ok:
             ok &= any(s.direction() is not None for s in about)
         if paces and ok:
-            ok &= any(_PACES[p](_speed(s, spec.width, spec.height)) for s in about for p in paces)
+            ok &= any(_PACES[p][0] < _speed(s, spec.width, spec.height) < _PACES[p][1]
+                      for s in about for p in paces)
         if numbers and ok and not (colours or kinds or dirs):
             # a count holds at the evidence moment itself (just after it, within half a second;
             # the count a second earlier or later is another answer)

@@ -43,6 +43,8 @@ WORK_W = 320  # frames are analysed at most this wide
 _NAMES = list(NAMED_COLOURS)
 _RGB = np.array([NAMED_COLOURS[n] for n in _NAMES], np.float32)
 SHAPES = ("circle", "square", "rectangle", "triangle")  # outlines told apart with confidence
+# a motion's pace, in frame sizes per second: "slowly" below, "quickly" above
+SLOW_BELOW, QUICK_ABOVE = 0.1, 0.3
 _NUMBER_WORDS = "no one two three four five six seven eight nine ten".split()
 
 
@@ -341,7 +343,7 @@ class ObjectCaptioner(FrameCaptioner):
                 direction = (("right" if dxy[0] > 0 else "left") if abs(dxy[0]) >= abs(dxy[1])
                              else ("down" if dxy[1] > 0 else "up"))
                 speed = dist / max(t1 - t0, 1e-6)
-                pace = "slowly" if speed < 0.1 else "quickly" if speed > 0.3 else ""
+                pace = "slowly" if speed < SLOW_BELOW else "quickly" if speed > QUICK_ABOVE else ""
                 path = ""
                 if place_word(first.cx) != place_word(last.cx):
                     path = f", from {place_word(first.cx)} to {place_word(last.cx)}"
